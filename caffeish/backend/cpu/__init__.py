@@ -1,0 +1,8 @@
+"""CPU backend: numpy + numba.njit kernels. Every op here has the same name in the CUDA backend."""
+from .blas import *  # noqa: F401,F403
+from .vision import *  # noqa: F401,F403
+from .elementwise import *  # noqa: F401,F403
+from .structure_ops import *  # noqa: F401,F403
+from .solver_ops import *  # noqa: F401,F403
+
+name = "cpu"

@@ -1,0 +1,2 @@
+"""CPU kernels."""
+__all__ = []

@@ -1,0 +1,339 @@
+"""CPU kernels for the vision layers: batched im2col / col2im and max / average / stochastic pooling.
+
+Images are NCHW C-contiguous arrays. The column layout of a batch of ``n`` images is
+``col[(c*kh + i)*kw + j, img*oh*ow + y*ow + x]`` (rows: channel, kernel row, kernel column;
+columns: image, output row, output column), so one GEMM covers the whole batch and the rows of
+one convolution group are contiguous.
+"""
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "im2col_batch", "col2im_batch", "ncp_to_cnp", "cnp_to_ncp",
+    "max_pool_forward", "max_pool_backward", "ave_pool_forward", "ave_pool_backward",
+    "stochastic_pool_forward_train", "stochastic_pool_forward_test",
+    "stochastic_pool_backward_train", "stochastic_pool_backward_test",
+]
+
+# Caffe initialises max pooling with -FLT_MAX (also in double precision).
+_NEG_FLT_MAX = -3.4028234663852886e38
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def im2col_batch(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col):
+    """col[(c*kh+i)*kw+j, n*oh*ow + y*ow + xo] = x[n, c, y*sh-ph+i*dh, xo*sw-pw+j*dw], 0 outside; x (N,C,H,W), col (C*kh*kw, N*oh*ow)."""
+    n_img, chans, height, width = x.shape
+    khw = kh * kw
+    ohw = oh * ow
+    for task in prange(chans * khw * n_img):
+        r = task // n_img
+        n = task - r * n_img
+        c = r // khw
+        i = (r // kw) % kh
+        j = r % kw
+        base = n * ohw
+        for y in range(oh):
+            hi = y * sh - ph + i * dh
+            off = base + y * ow
+            if hi < 0 or hi >= height:
+                for xo in range(ow):
+                    col[r, off + xo] = 0
+            else:
+                for xo in range(ow):
+                    wi = xo * sw - pw + j * dw
+                    if wi >= 0 and wi < width:
+                        col[r, off + xo] = x[n, c, hi, wi]
+                    else:
+                        col[r, off + xo] = 0
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def col2im_batch(col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
+    """dx[n, c, h, w] = sum of col[(c*kh+i)*kw+j, n*oh*ow + y*ow + xo] over taps with y*sh-ph+i*dh == h, xo*sw-pw+j*dw == w (a gather; dx (N,C,H,W) overwritten)."""
+    n_img, chans, height, width = dx.shape
+    ohw = oh * ow
+    for plane in prange(n_img * chans):
+        n = plane // chans
+        c = plane - n * chans
+        base = n * ohw
+        for h in range(height):
+            for w in range(width):
+                s = 0.0
+                for i in range(kh):
+                    t = h + ph - i * dh
+                    if t < 0:
+                        break
+                    if t % sh != 0:
+                        continue
+                    y = t // sh
+                    if y >= oh:
+                        continue
+                    row0 = (c * kh + i) * kw
+                    for j in range(kw):
+                        u = w + pw - j * dw
+                        if u < 0:
+                            break
+                        if u % sw != 0:
+                            continue
+                        xo = u // sw
+                        if xo >= ow:
+                            continue
+                        s += col[row0 + j, base + y * ow + xo]
+                dx[n, c, h, w] = s
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def ncp_to_cnp(src, dst):
+    """dst[c, n*P + p] = src[n, c, p]; src (N,C,P), dst (C, N*P)."""
+    n_img, chans, plen = src.shape
+    for task in prange(n_img * chans):
+        n = task // chans
+        c = task - n * chans
+        off = n * plen
+        for p in range(plen):
+            dst[c, off + p] = src[n, c, p]
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def cnp_to_ncp(src, bias, use_bias, dst):
+    """dst[n, c, p] = src[c, n*P + p] (+ bias[c] when use_bias); src (C, N*P), dst (N,C,P)."""
+    n_img, chans, plen = dst.shape
+    for task in prange(n_img * chans):
+        n = task // chans
+        c = task - n * chans
+        off = n * plen
+        if use_bias:
+            b = bias[c]
+            for p in range(plen):
+                dst[n, c, p] = src[c, off + p] + b
+        else:
+            for p in range(plen):
+                dst[n, c, p] = src[c, off + p]
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def max_pool_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
+    """top[n,c,py,px] = max of x[n,c] over the window clipped to the image (first max wins); mask = its h*W+w or -1; x (N,C,H,W), top/mask (N,C,PH,PW)."""
+    n_img, chans, height, width = x.shape
+    pooled_h = top.shape[2]
+    pooled_w = top.shape[3]
+    for plane in prange(n_img * chans):
+        n = plane // chans
+        c = plane - n * chans
+        for py in range(pooled_h):
+            hs = py * sh - ph
+            he = min(hs + kh, height)
+            hs = max(hs, 0)
+            for px in range(pooled_w):
+                ws = px * sw - pw
+                we = min(ws + kw, width)
+                ws = max(ws, 0)
+                best = _NEG_FLT_MAX
+                arg = -1
+                for h in range(hs, he):
+                    for w in range(ws, we):
+                        v = x[n, c, h, w]
+                        if v > best:
+                            best = v
+                            arg = h * width + w
+                top[n, c, py, px] = best
+                mask[n, c, py, px] = arg
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def max_pool_backward(top_diff, mask, kh, kw, sh, sw, ph, pw, dx):
+    """dx[n,c,h,w] = sum of top_diff[n,c,py,px] over the windows covering (h,w) whose mask is h*W+w (a gather; dx (N,C,H,W) overwritten)."""
+    n_img, chans, height, width = dx.shape
+    pooled_h = top_diff.shape[2]
+    pooled_w = top_diff.shape[3]
+    for plane in prange(n_img * chans):
+        n = plane // chans
+        c = plane - n * chans
+        for h in range(height):
+            py0 = 0 if h + ph < kh else (h + ph - kh) // sh + 1
+            py1 = min((h + ph) // sh + 1, pooled_h)
+            for w in range(width):
+                px0 = 0 if w + pw < kw else (w + pw - kw) // sw + 1
+                px1 = min((w + pw) // sw + 1, pooled_w)
+                idx = h * width + w
+                s = 0.0
+                for py in range(py0, py1):
+                    for px in range(px0, px1):
+                        if mask[n, c, py, px] == idx:
+                            s += top_diff[n, c, py, px]
+                dx[n, c, h, w] = s
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def ave_pool_forward(x, kh, kw, sh, sw, ph, pw, top):
+    """top[n,c,py,px] = sum of x[n,c] over the window clipped to the image / window size clipped to the padded image; x (N,C,H,W), top (N,C,PH,PW)."""
+    n_img, chans, height, width = x.shape
+    pooled_h = top.shape[2]
+    pooled_w = top.shape[3]
+    for plane in prange(n_img * chans):
+        n = plane // chans
+        c = plane - n * chans
+        for py in range(pooled_h):
+            hs = py * sh - ph
+            he = min(hs + kh, height + ph)
+            size_h = he - hs
+            hs = max(hs, 0)
+            he = min(he, height)
+            for px in range(pooled_w):
+                ws = px * sw - pw
+                we = min(ws + kw, width + pw)
+                size = size_h * (we - ws)
+                ws = max(ws, 0)
+                we = min(we, width)
+                s = 0.0
+                for h in range(hs, he):
+                    for w in range(ws, we):
+                        s += x[n, c, h, w]
+                top[n, c, py, px] = s / size
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def ave_pool_backward(top_diff, kh, kw, sh, sw, ph, pw, dx):
+    """dx[n,c,h,w] = sum over windows covering (h,w) of top_diff / window size clipped to the padded image (a gather; dx (N,C,H,W) overwritten)."""
+    n_img, chans, height, width = dx.shape
+    pooled_h = top_diff.shape[2]
+    pooled_w = top_diff.shape[3]
+    for plane in prange(n_img * chans):
+        n = plane // chans
+        c = plane - n * chans
+        for h in range(height):
+            py0 = 0 if h + ph < kh else (h + ph - kh) // sh + 1
+            py1 = min((h + ph) // sh + 1, pooled_h)
+            for w in range(width):
+                px0 = 0 if w + pw < kw else (w + pw - kw) // sw + 1
+                px1 = min((w + pw) // sw + 1, pooled_w)
+                s = 0.0
+                for py in range(py0, py1):
+                    hs = py * sh - ph
+                    size_h = min(hs + kh, height + ph) - hs
+                    for px in range(px0, px1):
+                        ws = px * sw - pw
+                        size = size_h * (min(ws + kw, width + pw) - ws)
+                        s += top_diff[n, c, py, px] / size
+                dx[n, c, h, w] = s
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def stochastic_pool_forward_train(x, kh, kw, sh, sw, u, top, index):
+    """top = x at the first window cell whose running sum reaches u*window_sum (last cell if none; 0 and index -1 for an empty window), index = its h*W+w; windows unpadded, clipped to the image; x (N,C,H,W), u/top/index (N,C,PH,PW)."""
+    n_img, chans, height, width = x.shape
+    pooled_h = top.shape[2]
+    pooled_w = top.shape[3]
+    for plane in prange(n_img * chans):
+        n = plane // chans
+        c = plane - n * chans
+        for py in range(pooled_h):
+            hs = py * sh
+            he = min(hs + kh, height)
+            for px in range(pooled_w):
+                ws = px * sw
+                we = min(ws + kw, width)
+                if hs >= he or ws >= we:
+                    index[n, c, py, px] = -1
+                    top[n, c, py, px] = 0
+                    continue
+                total = 0.0
+                for h in range(hs, he):
+                    for w in range(ws, we):
+                        total += x[n, c, h, w]
+                thres = u[n, c, py, px] * total
+                run = 0.0
+                arg = (he - 1) * width + (we - 1)
+                found = False
+                for h in range(hs, he):
+                    if found:
+                        break
+                    for w in range(ws, we):
+                        run += x[n, c, h, w]
+                        if run >= thres:
+                            arg = h * width + w
+                            found = True
+                            break
+                index[n, c, py, px] = arg
+                top[n, c, py, px] = x[n, c, arg // width, arg % width]
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def stochastic_pool_forward_test(x, kh, kw, sh, sw, top):
+    """top = sum(x^2)/sum(x) over the window (0 when sum(x) <= 0); windows unpadded, clipped to the image; x (N,C,H,W), top (N,C,PH,PW)."""
+    n_img, chans, height, width = x.shape
+    pooled_h = top.shape[2]
+    pooled_w = top.shape[3]
+    for plane in prange(n_img * chans):
+        n = plane // chans
+        c = plane - n * chans
+        for py in range(pooled_h):
+            hs = py * sh
+            he = min(hs + kh, height)
+            for px in range(pooled_w):
+                ws = px * sw
+                we = min(ws + kw, width)
+                s1 = 0.0
+                s2 = 0.0
+                for h in range(hs, he):
+                    for w in range(ws, we):
+                        v = x[n, c, h, w]
+                        s1 += v
+                        s2 += v * v
+                top[n, c, py, px] = s2 / s1 if s1 > 0 else 0.0
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def stochastic_pool_backward_train(top_diff, index, kh, kw, sh, sw, dx):
+    """dx[n,c,h,w] = sum of top_diff[n,c,py,px] over the windows covering (h,w) whose sampled index is h*W+w (a gather; dx overwritten)."""
+    n_img, chans, height, width = dx.shape
+    pooled_h = top_diff.shape[2]
+    pooled_w = top_diff.shape[3]
+    for plane in prange(n_img * chans):
+        n = plane // chans
+        c = plane - n * chans
+        for h in range(height):
+            py0 = 0 if h < kh else (h - kh) // sh + 1
+            py1 = min(h // sh + 1, pooled_h)
+            for w in range(width):
+                px0 = 0 if w < kw else (w - kw) // sw + 1
+                px1 = min(w // sw + 1, pooled_w)
+                idx = h * width + w
+                s = 0.0
+                for py in range(py0, py1):
+                    for px in range(px0, px1):
+                        if index[n, c, py, px] == idx:
+                            s += top_diff[n, c, py, px]
+                dx[n, c, h, w] = s
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def stochastic_pool_backward_test(x, top_diff, kh, kw, sh, sw, dx):
+    """dx = gradient of top = sum(x^2)/sum(x) per window: (2*x*S1 - S2)/S1^2 * top_diff summed over windows with S1 > 0 (per-plane scatter; dx overwritten)."""
+    n_img, chans, height, width = x.shape
+    pooled_h = top_diff.shape[2]
+    pooled_w = top_diff.shape[3]
+    for plane in prange(n_img * chans):
+        n = plane // chans
+        c = plane - n * chans
+        for h in range(height):
+            for w in range(width):
+                dx[n, c, h, w] = 0
+        for py in range(pooled_h):
+            hs = py * sh
+            he = min(hs + kh, height)
+            for px in range(pooled_w):
+                ws = px * sw
+                we = min(ws + kw, width)
+                s1 = 0.0
+                s2 = 0.0
+                for h in range(hs, he):
+                    for w in range(ws, we):
+                        v = x[n, c, h, w]
+                        s1 += v
+                        s2 += v * v
+                if s1 > 0:
+                    g = top_diff[n, c, py, px] / (s1 * s1)
+                    for h in range(hs, he):
+                        for w in range(ws, we):
+                            dx[n, c, h, w] += g * (2.0 * x[n, c, h, w] * s1 - s2)

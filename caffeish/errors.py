@@ -1,0 +1,40 @@
+"""One exception family. The CLI prints ``str(err)`` and exits 2; ``--debug`` shows the traceback."""
+
+
+class CaffeishError(Exception):
+    """Base of every error caffeish raises on purpose."""
+
+
+class ConfigError(CaffeishError):
+    """A net or solver description is wrong (unknown field, bad type, missing bottom...)."""
+
+
+class ShapeError(CaffeishError):
+    """Blob shapes do not fit together (raised from a layer's reshape or a weight copy)."""
+
+
+class DataError(CaffeishError):
+    """Input data is missing or malformed (LMDB records, images, IDX files)."""
+
+
+class FormatError(CaffeishError):
+    """A binary file (caffemodel, solverstate, binaryproto) cannot be decoded."""
+
+
+def closest(word, candidates, n=3):
+    """The candidates most similar to ``word``, best first (for 'did you mean' hints)."""
+    import difflib
+
+    cands = list(candidates)
+    out = difflib.get_close_matches(word, cands, n=n, cutoff=0.6)
+    if not out:
+        low = {c.lower(): c for c in cands}
+        out = [low[m] for m in difflib.get_close_matches(word.lower(), list(low), n=n, cutoff=0.6)]
+    return out
+
+
+def did_you_mean(word, candidates):
+    m = closest(word, candidates, n=1)
+    if not m:
+        return ""
+    return " (did you mean " + " or ".join(repr(x) for x in m) + "?)"

@@ -1,0 +1,1 @@
+"""Caffe's binary formats: the protobuf wire codec and the files built on it."""

@@ -1,0 +1,522 @@
+"""The training loop: Caffe's Solver::Solve / Step / Test / Snapshot / Restore."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from collections import deque
+
+import numpy as np
+
+from ..backend import get_backend
+from ..config.schema import Msg
+from ..errors import CaffeishError, ConfigError
+from ..log import logger
+from ..net import Net, load_net_param
+from .lr_policy import check_policy, learning_rate
+
+SOLVER_TYPES: dict[str, type] = {}
+_LEGACY_TYPES = {"SGD": "SGD", "NESTEROV": "Nesterov", "ADAGRAD": "AdaGrad",
+                 "RMSPROP": "RMSProp", "ADADELTA": "AdaDelta", "ADAM": "Adam"}
+
+
+def register_solver(name):
+    def deco(cls):
+        if name in SOLVER_TYPES:
+            raise ValueError(f"solver type {name!r} registered twice")
+        cls.type = name
+        SOLVER_TYPES[name] = cls
+        return cls
+    return deco
+
+
+def load_solver_param(source) -> Msg:
+    if isinstance(source, Msg):
+        return source
+    from ..config.yaml_loader import load_message
+    path = os.fspath(source)
+    if path.endswith(".prototxt"):
+        try:
+            from ..io.prototxt import parse_prototxt_file
+        except ImportError:
+            raise ConfigError(f"{path}: convert the solver prototxt with `caffeish import {path} "
+                              f"-o solver.yaml` first") from None
+        return parse_prototxt_file(path, "SolverParameter")
+    return load_message(path, "SolverParameter")
+
+
+def solver_type_name(param: Msg) -> str:
+    if param.has("type"):
+        return param.type
+    if param.has("solver_type"):
+        return _LEGACY_TYPES.get(param.solver_type, param.solver_type)
+    return "SGD"
+
+
+def get_solver(source, **kw) -> "Solver":
+    """Build the solver its parameter file asks for (pycaffe's caffe.get_solver)."""
+    import caffeish.config  # noqa: F401
+    from . import sgd  # noqa: F401  (registers the update rules)
+    param = load_solver_param(source)
+    name = solver_type_name(param)
+    cls = SOLVER_TYPES.get(name)
+    if cls is None:
+        from ..errors import did_you_mean
+        raise ConfigError(f"{param.where('type')}: solver: unknown solver type '{name}'"
+                          f"{did_you_mean(name, SOLVER_TYPES)}; available: "
+                          f"{', '.join(SOLVER_TYPES)}")
+    return cls(param, **kw)
+
+
+def _fmt_eta(seconds):
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
+
+
+class Solver:
+    """Base solver: owns the train net, the test nets, the loop, snapshots and resume.
+
+    Subclasses implement ``compute_update_value(i, param_blob, rate)`` and name their history.
+    """
+
+    type = "?"
+    n_history_sets = 1
+
+    def __init__(self, param: Msg, stages=(), level=0, weights=None, log_every=None):
+        self.param = param
+        self.file = param.src[0] if param.src else None
+        self.base_dir = os.path.dirname(os.path.abspath(self.file)) if self.file else os.getcwd()
+        self._validate()
+        seed = int(param.random_seed)
+        self.seed = seed if seed >= 0 else None
+        if self.seed is not None:
+            np.random.seed(self.seed)
+        self.iter = 0
+        self.current_step = 0
+        self.requested = None
+        self.callbacks = []
+        self._init_train_net(stages, level)
+        self._init_test_nets(stages, level)
+        for w in list(param.weights) + (list(weights) if weights else []):
+            self.copy_weights(w)
+        self.history = [np.zeros(p.shape, p.dtype)
+                        for _ in range(self.n_history_sets) for p in self.net.learnable_params]
+        self.losses = deque(maxlen=max(1, int(param.average_loss)))
+        self.smoothed_loss = 0.0
+        self.metrics = []
+        self.metrics_file = None
+
+    # --- construction --------------------------------------------------------------------
+    def _validate(self):
+        p = self.param
+        if not p.has("base_lr"):
+            raise ConfigError(f"{p.where() + ': ' if p.where() else ''}solver: base_lr is not set")
+        check_policy(p)
+        if p.average_loss < 1:
+            raise ConfigError(f"{p.where('average_loss')}: solver: average_loss must be >= 1")
+        if p.iter_size < 1:
+            raise ConfigError(f"{p.where('iter_size')}: solver: iter_size must be >= 1")
+        if p.regularization_type not in ("L1", "L2"):
+            raise ConfigError(f"{p.where('regularization_type')}: solver: regularization_type "
+                              f"must be L1 or L2, got '{p.regularization_type}'")
+        if p.snapshot and not p.has("snapshot_prefix"):
+            raise ConfigError(f"{p.where('snapshot')}: solver: snapshot is set but "
+                              f"snapshot_prefix is not; add snapshot_prefix: <path prefix>")
+        if p.test_interval and not p.test_iter and self._has_test_net_source():
+            raise ConfigError(f"{p.where('test_interval')}: solver: test_interval is set but "
+                              f"test_iter is not; add test_iter: <batches per test>")
+
+    def _has_test_net_source(self):
+        p = self.param
+        return bool(p.test_net or p.test_net_param or p.has("net") or p.has("net_param"))
+
+    def resolve(self, path):
+        """A path named in the solver file: relative to the solver file's folder."""
+        if os.path.isabs(path):
+            return path
+        return os.path.join(self.base_dir, path)
+
+    def _net_source(self, which):
+        p = self.param
+        sources = []
+        if which == "train":
+            for f in ("train_net", "train_net_param", "net", "net_param"):
+                if p.has(f):
+                    sources.append(f)
+            if not sources:
+                raise ConfigError(f"{p.where() + ': ' if p.where() else ''}solver: no net given; "
+                                  f"add net: <net.yaml>")
+            if len(sources) > 1:
+                raise ConfigError(f"{p.where(sources[1])}: solver: give exactly one of train_net, "
+                                  f"train_net_param, net, net_param (found {', '.join(sources)})")
+            f = sources[0]
+            if f.endswith("_param"):
+                return getattr(p, f)
+            path = self.resolve(getattr(p, f))
+            if not os.path.exists(path):
+                raise ConfigError(f"{p.where(f)}: solver: net file '{getattr(p, f)}' not found "
+                                  f"(looked for {path}; paths are relative to the solver file)")
+            return load_net_param(path)
+        raise ValueError(which)
+
+    def _init_train_net(self, stages, level):
+        p = self.param
+        state = p.train_state.copy() if p.has("train_state") else Msg("NetState")
+        state.set("stage", list(state.stage) + list(stages))
+        if level:
+            state.set("level", level)
+        logger.info(f"Creating training net from {self.file or 'solver'}")
+        self.net = Net(self._net_source("train"), phase="TRAIN", state=state, seed=self.seed,
+                       verbose=True)
+        self.images_per_iter = self._batch_size(self.net) * int(p.iter_size)
+
+    def _init_test_nets(self, stages, level):
+        p = self.param
+        sources = [("test_net_param", m) for m in p.test_net_param]
+        sources += [("test_net", load_net_param(self.resolve(f))) for f in p.test_net]
+        if not sources and (p.has("net") or p.has("net_param")) and p.test_iter:
+            sources = [("net", self._net_source("train"))]
+        if len(p.test_iter) != len(sources) and sources:
+            raise ConfigError(f"{p.where('test_iter')}: solver: {len(sources)} test net(s) but "
+                              f"{len(p.test_iter)} test_iter value(s); give one per test net")
+        self.test_nets = []
+        for i, (_, src) in enumerate(sources):
+            state = p.test_state[i].copy() if i < len(p.test_state) else Msg("NetState")
+            state.set("stage", list(state.stage) + list(stages))
+            if level:
+                state.set("level", level)
+            logger.info(f"Creating test net (#{i})")
+            net = Net(src, phase="TEST", state=state,
+                      seed=None if self.seed is None else self.seed + 1000 + i, verbose=True)
+            net.share_weights_from(self.net)
+            self.test_nets.append(net)
+
+    @staticmethod
+    def _batch_size(net):
+        for name in net.layer_names:
+            layer = net.layer_dict[name]
+            if layer.type in ("Data", "ImageData", "MemoryData", "HDF5Data", "DummyData", "Input",
+                              "WindowData") and net.top_vecs[net.layer_names.index(name)]:
+                shape = net.top_vecs[net.layer_names.index(name)][0].shape
+                return shape[0] if shape else 1
+        return 1
+
+    def copy_weights(self, path):
+        path = os.fspath(path)
+        from ..zoo_paths import resolve_weights
+        self.net.copy_from(resolve_weights(path))
+
+    # --- the update --------------------------------------------------------------------------
+    def get_learning_rate(self):
+        rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
+        return rate
+
+    def clip_gradients(self):
+        clip = self.param.clip_gradients
+        if clip < 0:
+            return
+        be = get_backend()
+        sumsq = sum(be.sumsq(p.diff) for p in self.net.learnable_params)
+        l2 = math.sqrt(sumsq)
+        if l2 > clip:
+            scale = clip / l2
+            logger.info(f"Gradient clipping: scaling down gradients (L2 norm {l2:g} > {clip:g}) "
+                        f"by scale factor {scale:g}")
+            for p in self.net.learnable_params:
+                p.diff[...] *= scale
+
+    def normalize(self, i):
+        if self.param.iter_size > 1:
+            p = self.net.learnable_params[i]
+            p.diff[...] *= 1.0 / self.param.iter_size
+
+    def regularize(self, i):
+        p = self.net.learnable_params[i]
+        decay = self.param.weight_decay * self.net.param_specs[i][1]
+        if decay == 0:
+            return
+        be = get_backend()
+        if self.param.regularization_type == "L2":
+            be.l2_regularize(p.diff, p.data, decay)
+        else:
+            be.l1_regularize(p.diff, p.data, decay)
+
+    def compute_update_value(self, i, rate):
+        raise NotImplementedError
+
+    def apply_update(self):
+        rate = self.get_learning_rate()
+        if self.param.display and self.iter % self.param.display == 0:
+            logger.info(f"Iteration {self.iter}, lr = {rate:g}")
+        self.rate = rate
+        self.clip_gradients()
+        for i, p in enumerate(self.net.learnable_params):
+            self.normalize(i)
+            self.regularize(i)
+            self.compute_update_value(i, rate)
+        for p in self.net.learnable_params:
+            p.data[...] -= p.diff
+
+    # --- loop ----------------------------------------------------------------------------------
+    def step(self, iters: int):
+        p = self.param
+        start_iter = self.iter
+        stop_iter = self.iter + iters
+        t_start = time.perf_counter()
+        t_last, it_last = t_start, self.iter
+        while self.iter < stop_iter:
+            self.net.clear_param_diffs()
+            if p.test_interval and self.iter % p.test_interval == 0 and \
+                    (self.iter > 0 or p.test_initialization):
+                t0 = time.perf_counter()
+                self.test_all()
+                t_start += time.perf_counter() - t0
+                t_last += time.perf_counter() - t0
+                if self.requested == "stop":
+                    break
+            display = p.display and self.iter % p.display == 0
+            loss = 0.0
+            for _ in range(p.iter_size):
+                loss += self.net.forward_backward()
+            loss /= p.iter_size
+            if not math.isfinite(loss):
+                where = self.net.first_nonfinite()
+                detail = (f"; the first non-finite output is blob '{where[1]}' of layer "
+                          f"'{where[0]}'" if where else "")
+                raise CaffeishError(f"Iteration {self.iter}: loss is {loss}{detail}. Lower base_lr "
+                                    f"(now {p.base_lr:g}) or check the input scaling.")
+            self._update_smoothed_loss(loss, start_iter)
+            for cb in self.callbacks:
+                cb.on_gradients_ready(self)
+            if display:
+                now = time.perf_counter()
+                done = self.iter - it_last
+                ips = done / (now - t_last) if now > t_last and done else float("nan")
+                eta = (p.max_iter - self.iter) / ips if ips == ips and ips > 0 else float("nan")
+                speed = (f" ({ips:.4g} iter/s, {ips * self.images_per_iter:.0f} images/s, "
+                         f"ETA {_fmt_eta(eta)})" if done else "")
+                logger.info(f"Iteration {self.iter}{speed}, loss = {self.smoothed_loss:g}")
+                self._log_outputs(self.net, "Train", [self._output_values(self.net)])
+                self._record(kind="train", loss=self.smoothed_loss,
+                             iter_per_s=ips if done else None,
+                             images_per_s=ips * self.images_per_iter if done else None)
+                t_last, it_last = now, self.iter
+            self.apply_update()
+            self.iter += 1
+            if self.param.display and (self.iter - 1) % self.param.display == 0:
+                self._record_lr()
+            if p.snapshot and self.iter % p.snapshot == 0 or self.requested == "snapshot":
+                self.snapshot()
+                if self.requested == "snapshot":
+                    self.requested = None
+            if self.requested == "stop":
+                break
+
+    def _record_lr(self):
+        if self.metrics and self.metrics[-1].get("kind") == "train":
+            self.metrics[-1]["lr"] = self.rate
+
+    def _update_smoothed_loss(self, loss, start_iter):
+        self.losses.append(loss)
+        self.smoothed_loss = float(np.mean(self.losses))
+
+    def _output_values(self, net):
+        return {name: net.blobs[name].data.copy() for name in net.outputs}
+
+    def _log_outputs(self, net, label, values_list):
+        k = 0
+        weights = {}
+        for i, names in enumerate(net.top_names):
+            for j, n in enumerate(names):
+                weights[n] = net.loss_weights[i][j]
+        out = {}
+        for name in net.outputs:
+            vals = np.mean([np.asarray(v[name], np.float64) for v in values_list], axis=0)
+            w = weights.get(name, 0.0)
+            for x in np.ravel(vals):
+                extra = f" (* {w:g} = {w * x:g} loss)" if w else ""
+                logger.info(f"    {label} net output #{k}: {name} = {x:g}{extra}")
+                k += 1
+            out[name] = float(np.ravel(vals)[0]) if np.size(vals) == 1 else np.ravel(vals).tolist()
+        return out
+
+    def test_all(self):
+        results = []
+        for i in range(len(self.test_nets)):
+            results.append(self.test(i))
+        return results
+
+    def test(self, i=0):
+        net = self.test_nets[i]
+        logger.info(f"Iteration {self.iter}, Testing net (#{i})")
+        values = []
+        loss = 0.0
+        for _ in range(self.param.test_iter[i]):
+            loss += net.forward_loss()
+            values.append(self._output_values(net))
+        if self.param.test_compute_loss:
+            logger.info(f"Test loss: {loss / self.param.test_iter[i]:g}")
+        out = self._log_outputs(net, "Test", values)
+        self._record(kind="test", net=i, outputs=out)
+        return out
+
+    def _record(self, **kw):
+        rec = {"iter": self.iter, "time": time.time(), **kw}
+        self.metrics.append(rec)
+        if self.metrics_file:
+            with open(self.metrics_file, "a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+
+    def solve(self, resume_file=None):
+        p = self.param
+        logger.info(f"Solving {self.net.name or 'net'}")
+        logger.info(f"Learning Rate Policy: {p.lr_policy}")
+        if resume_file:
+            self.restore(resume_file)
+        old = self._install_signals()
+        try:
+            self.step(p.max_iter - self.iter)
+            if p.snapshot_after_train and (not p.snapshot or self.iter % p.snapshot != 0):
+                self.snapshot()
+            if self.requested == "stop":
+                logger.info("Optimization stopped early.")
+                return
+            if p.display and self.iter % p.display == 0:
+                loss = self.net.forward_loss()
+                logger.info(f"Iteration {self.iter}, loss = {loss:g}")
+            if p.test_interval and self.iter % p.test_interval == 0:
+                self.test_all()
+            logger.info("Optimization Done.")
+        finally:
+            self._restore_signals(old)
+
+    # --- signals -------------------------------------------------------------------------------
+    def _install_signals(self):
+        effects = {"stop": "stop", "snapshot": "snapshot", "none": None}
+        sigint = effects.get(getattr(self, "sigint_effect", "stop"))
+        sighup = effects.get(getattr(self, "sighup_effect", "snapshot"))
+
+        def handler(effect):
+            def h(signum, frame):
+                logger.info(f"Caught signal {signum}: {effect or 'ignored'} requested")
+                if effect:
+                    self.requested = effect
+            return h
+        old = {}
+        try:
+            old[signal.SIGINT] = signal.signal(signal.SIGINT, handler(sigint))
+            if hasattr(signal, "SIGHUP"):
+                old[signal.SIGHUP] = signal.signal(signal.SIGHUP, handler(sighup))
+        except ValueError:  # not the main thread
+            pass
+        return old
+
+    @staticmethod
+    def _restore_signals(old):
+        for s, h in old.items():
+            signal.signal(s, h)
+
+    # --- snapshots -----------------------------------------------------------------------------
+    def snapshot_paths(self, it=None):
+        it = self.iter if it is None else it
+        prefix = self.param.snapshot_prefix
+        return f"{prefix}_iter_{it}.caffemodel", f"{prefix}_iter_{it}.solverstate"
+
+    def snapshot(self):
+        from ..io.formats import array_to_blob, write_solverstate
+        model_path, state_path = self.snapshot_paths()
+        d = os.path.dirname(model_path)
+        if d:
+            os.makedirs(d, exist_ok=True)
+        logger.info(f"Snapshotting to binary proto file {model_path}")
+        self.net.save(model_path)
+        state = Msg("SolverState")
+        state.set("iter", self.iter)
+        state.set("learned_net", model_path)
+        state.set("current_step", self.current_step)
+        state.set("history", [array_to_blob(h.astype(np.float32)) for h in self.history])
+        extra = {"format": 1, "train": self.net.get_state(),
+                 "test": [n.get_state() for n in self.test_nets],
+                 "global_rng": _np_global_state(), "losses": list(self.losses)}
+        state.set("caffeish_state", json.dumps(extra, default=_json_default).encode())
+        logger.info(f"Snapshotting solver state to binary proto file {state_path}")
+        write_solverstate(state, state_path)
+        return model_path, state_path
+
+    def restore(self, state_path):
+        from ..io.formats import blob_to_array, read_solverstate
+        state_path = os.fspath(state_path)
+        if not os.path.exists(state_path):
+            raise CaffeishError(f"{state_path}: solver state not found (pass the .solverstate "
+                                f"file written by a snapshot)")
+        logger.info(f"Restoring previous solver status from {state_path}")
+        st = read_solverstate(state_path)
+        self.iter = int(st.iter)
+        self.current_step = int(st.current_step)
+        if st.learned_net:
+            model = st.learned_net
+            if not os.path.exists(model):
+                alt = os.path.join(os.path.dirname(state_path), os.path.basename(model))
+                if os.path.exists(alt):
+                    model = alt
+                else:
+                    raise CaffeishError(f"{state_path}: its weights file '{st.learned_net}' was "
+                                        f"not found (also looked for {alt})")
+            self.net.copy_from(model, log=False)
+        hist = list(st.history)
+        if len(hist) != len(self.history):
+            raise CaffeishError(f"{state_path}: holds {len(hist)} history blobs but this "
+                                f"{self.type} solver's net needs {len(self.history)}; was it "
+                                f"written for another net or solver type?")
+        for j, (h, bp) in enumerate(zip(self.history, hist)):
+            arr = blob_to_array(bp)
+            if arr.size != h.size:
+                raise CaffeishError(f"{state_path}: history blob {j} has {arr.size} values, the "
+                                    f"net's parameter has {h.size}")
+            h[...] = arr.reshape(h.shape)
+        if st.has("caffeish_state"):
+            extra = json.loads(bytes(st.caffeish_state).decode())
+            self.net.set_state(_from_json(extra.get("train", {})))
+            for n, s in zip(self.test_nets, extra.get("test", [])):
+                n.set_state(_from_json(s))
+            if extra.get("global_rng"):
+                _set_np_global_state(extra["global_rng"])
+            self.losses.extend(extra.get("losses", []))
+        else:
+            logger.info(f"{state_path}: no caffeish RNG/data state (written by Caffe?); data "
+                        f"order and dropout masks restart from the seed")
+
+
+def _np_global_state():
+    s = np.random.get_state()
+    return [s[0], s[1].tolist(), s[2], s[3], s[4]]
+
+
+def _set_np_global_state(s):
+    np.random.set_state((s[0], np.array(s[1], dtype=np.uint32), s[2], s[3], s[4]))
+
+
+def _json_default(o):
+    if isinstance(o, np.ndarray):
+        return {"__ndarray__": o.tolist(), "dtype": str(o.dtype)}
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    raise TypeError(f"cannot serialise {type(o)}")
+
+
+def _from_json(o):
+    if isinstance(o, dict):
+        if "__ndarray__" in o:
+            return np.array(o["__ndarray__"], dtype=o["dtype"])
+        return {k: _from_json(v) for k, v in o.items()}
+    if isinstance(o, list):
+        return [_from_json(v) for v in o]
+    return o

@@ -1,0 +1,89 @@
+"""Copy weights between nets and .caffemodel files, by layer name (Caffe's semantics)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .config.schema import Msg
+from .errors import ShapeError
+from .log import logger
+
+
+def _legacy_equal(want, got):
+    """Caffe's ShapeEquals: a legacy 4-D (num, channels, height, width) blob matches an N-D one
+    when the N-D shape, left-padded with ones to 4-D, is the same."""
+    if tuple(want) == tuple(got):
+        return True
+    if len(got) == 4 and len(want) <= 4:
+        return tuple([1] * (4 - len(want)) + list(want)) == tuple(got)
+    return False
+
+
+def copy_weights(net, source, log=True) -> dict:
+    """Copy blobs from ``source`` (a path or a NetParameter Msg) into ``net``'s same-named layers.
+
+    Returns {'copied': [...], 'skipped': [...], 'not_in_file': [...]}: layers whose weights were
+    copied, layers of the file absent from the net, and the net's parametrised layers that the
+    file did not have (left at their fillers).
+    """
+    from .io.formats import layer_blobs, read_netparameter
+    label = os.fspath(source) if not isinstance(source, Msg) else "<NetParameter>"
+    param = read_netparameter(source) if not isinstance(source, Msg) else source
+    copied, skipped = [], []
+    for name, typ, arrays in layer_blobs(param):
+        layer = net.layer_dict.get(name)
+        if layer is None:
+            skipped.append(name)
+            continue
+        if not arrays:
+            continue
+        if len(arrays) != len(layer.blobs):
+            raise ShapeError(f"{label}: layer '{name}' has {len(arrays)} blob(s) in the file but "
+                             f"{len(layer.blobs)} in the net ({layer.type}); rename the layer in "
+                             f"your net to train it from scratch")
+        for j, (arr, blob) in enumerate(zip(arrays, layer.blobs)):
+            if not _legacy_equal(blob.shape, arr.shape):
+                raise ShapeError(
+                    f"{label}: layer '{name}' ({layer.type}) blob {j}: the file has shape "
+                    f"{tuple(arr.shape)} but the net expects {tuple(blob.shape)}. The layer's "
+                    f"configuration differs from the one the weights were trained with; rename "
+                    f"the layer to re-initialise it instead of copying")
+            blob.data[...] = arr.reshape(blob.shape)
+        copied.append(name)
+    not_in_file = [n for n, layer in net.layer_dict.items()
+                   if layer.blobs and n not in copied]
+    if log:
+        logger.info(f"Copied weights from {label}: {len(copied)} layer(s) copied"
+                    f"{' (' + ', '.join(copied) + ')' if copied else ''}; "
+                    f"{len(skipped)} in the file but not in the net"
+                    f"{' (' + ', '.join(skipped) + ')' if skipped else ''}; "
+                    f"{len(not_in_file)} left at their fillers"
+                    f"{' (' + ', '.join(not_in_file) + ')' if not_in_file else ''}")
+    return {"copied": copied, "skipped": skipped, "not_in_file": not_in_file}
+
+
+def net_to_proto(net, with_diff=False) -> Msg:
+    """A NetParameter holding every layer's definition and its blobs (Caffe's Net::ToProto)."""
+    from .io.formats import array_to_blob
+    out = Msg("NetParameter")
+    if net.name:
+        out.set("name", net.name)
+    for layer in net.layers:
+        lp = layer.layer_param.copy()
+        blobs = []
+        for b in layer.blobs:
+            bp = array_to_blob(np.asarray(b.data, np.float32))
+            if with_diff:
+                bp.set("diff", np.asarray(b.diff, np.float32).ravel())
+            blobs.append(bp)
+        if blobs:
+            lp.set("blobs", blobs)
+        lp.set("phase", net.phase)
+        out.add("layer", lp)
+    return out
+
+
+def save_caffemodel(net, path, with_diff=False):
+    from .io.formats import write_netparameter
+    write_netparameter(net_to_proto(net, with_diff=with_diff), path)
