@@ -166,6 +166,8 @@ message(
     opt("learned_net", 2, "string"),
     msg_field("history", 3, "BlobProto", repeated=True),
     opt("current_step", 4, "int32", 0),
+    # caffeish's own: data cursors and RNG states (JSON) for an exact resume; Caffe skips it.
+    opt("caffeish_state", 1000, "bytes"),
 )
 message(
     "NetState",
