@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import uuid
 from pathlib import Path
 
@@ -75,8 +76,10 @@ class LMDBWriter:
             raise DataError(f"cannot create the directory {parent} for {self.path}: {e}") from None
         self._tmp = parent / f".{self.path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
+            # lock=False: nobody else knows the hidden directory, and the finished DB then
+            # holds data.mdb only (as Caffe's do); readers open it without a lock file anyway.
             self._env = lmdb.open(str(self._tmp), map_size=self.map_size, subdir=True,
-                                  meminit=False, map_async=True, max_dbs=0)
+                                  lock=False, meminit=False)
         except lmdb.Error as e:
             self._discard()
             raise DataError(f"cannot create an LMDB at {self._tmp}: {e}") from None
@@ -132,7 +135,11 @@ class LMDBWriter:
             raise
         self._env.close()
         self._env = None
-        self._check_target()
+        try:
+            self._check_target()
+        except DataError:
+            self._discard()
+            raise
         old = None
         if self.path.exists() or self.path.is_symlink():
             old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
@@ -159,6 +166,44 @@ class LMDBWriter:
             self._tmp = None
 
 
+# LMDB forbids opening one database file twice in a process (py-lmdb refuses), yet a TRAIN and a
+# TEST net, or two Data layers, may read the same DB: readers share one Environment per data
+# file, keyed by its (device, inode), and the last reader to close it closes the Environment.
+_SHARED_LOCK = threading.Lock()
+_SHARED: dict[tuple, list] = {}
+
+
+def _open_shared(path: Path, subdir: bool):
+    data_file = path / "data.mdb" if subdir else path
+    try:
+        st = os.stat(data_file)
+    except OSError as e:
+        raise DataError(f"cannot read {data_file}: {e}; {MAKE_DB_HINT}") from None
+    key = (st.st_dev, st.st_ino)
+    with _SHARED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is None:
+            try:
+                env = lmdb.open(str(path), readonly=True, lock=False, subdir=subdir)
+                n = env.stat()["entries"]
+            except lmdb.Error as e:
+                raise DataError(f"{path} is not a readable LMDB ({e}); {MAKE_DB_HINT}") from None
+            entry = _SHARED[key] = [env, 0, n]
+        entry[1] += 1
+        return key, entry[0], entry[2]
+
+
+def _release_shared(key):
+    with _SHARED_LOCK:
+        entry = _SHARED.get(key)
+        if entry is None:
+            return
+        entry[1] -= 1
+        if entry[1] <= 0:
+            del _SHARED[key]
+            entry[0].close()
+
+
 class LMDBReader:
     """Read-only access to a Caffe LMDB (``lock=False``: many readers, no lock file)."""
 
@@ -169,11 +214,7 @@ class LMDBReader:
         subdir = self.path.is_dir()
         if subdir and not (self.path / "data.mdb").is_file():
             raise DataError(f"{self.path} is not an LMDB (no data.mdb inside); {MAKE_DB_HINT}")
-        try:
-            self.env = lmdb.open(str(self.path), readonly=True, lock=False, subdir=subdir)
-        except lmdb.Error as e:
-            raise DataError(f"{self.path} is not a readable LMDB ({e}); {MAKE_DB_HINT}") from None
-        self._len = self.env.stat()["entries"]
+        self._key, self.env, self._len = _open_shared(self.path, subdir)
 
     def __len__(self):
         return self._len
@@ -198,8 +239,8 @@ class LMDBReader:
 
     def close(self):
         if self.env is not None:
-            self.env.close()
             self.env = None
+            _release_shared(self._key)
 
     def __enter__(self):
         return self
@@ -255,6 +296,10 @@ class LMDBCursor:
         self.position = position
         return self
 
+    def peek(self) -> tuple[bytes, bytes]:
+        """The record ``next()`` would return, without moving."""
+        return self._cur.item()
+
     def next(self) -> tuple[bytes, bytes]:
         k, v = self._cur.item()
         if not self._cur.next():
@@ -273,5 +318,8 @@ class LMDBCursor:
 
     def close(self):
         if self._txn is not None:
-            self._txn.abort()
+            try:
+                self._txn.abort()
+            except lmdb.Error:   # the Environment was closed first; nothing left to release
+                pass
             self._txn = None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, FormatError
 
 _DEFAULTS = {"scale": 1.0, "mirror": False, "crop_size": 0, "mean_file": "", "mean_value": [],
              "force_color": False, "force_gray": False}
@@ -79,8 +79,11 @@ def load_mean_file(path) -> np.ndarray:
     """A ``.binaryproto`` mean as a float C x H x W array (BlobProto of shape 1 x C x H x W)."""
     from ..io.formats import read_binaryproto
 
-    blob = read_binaryproto(str(path))
-    arr = np.asarray(getattr(blob, "data", blob), dtype=np.float64)
+    try:
+        blob = read_binaryproto(str(path))
+    except FormatError as e:
+        raise DataError(f"mean_file {path}: {e}") from None
+    arr = np.asarray(blob, dtype=np.float64)
     shape = arr.shape
     if arr.ndim == 4:
         if shape[0] != 1:

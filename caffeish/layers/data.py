@@ -1,1 +1,346 @@
-"""data layers."""
+"""data layers: Input, DummyData and Data (LMDB of Caffe Datum records, prefetched)."""
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+from .base import Layer, register_layer
+
+
+def _blob_shape(layer, shape_msg, field):
+    dims = [int(d) for d in shape_msg.dim]
+    if any(d < 0 for d in dims):
+        raise layer.shape_error(f"negative dimension in shape {dims}", field)
+    return tuple(dims)
+
+
+@register_layer("Input")
+class InputLayer(Layer):
+    """Tops whose contents the user (or the net's input) writes; forward does nothing.
+
+    input_param.shape: no shape (tops keep whatever shape they are given), one BlobShape for
+    every top, or one per top. Like Caffe, reshape does nothing, so a top reshaped by the user
+    keeps its new shape.
+    """
+
+    exact_bottoms = 0
+    min_tops = 1
+    param_field = "input_param"
+
+    def setup(self, bottom, top):
+        shapes = self.param.shape
+        if len(shapes) not in (0, 1, len(top)):
+            raise self.config_error(
+                f"must specify 'shape' once, once per top blob ({len(top)}), or not at all; "
+                f"specified {len(shapes)}", "shape")
+        for i, t in enumerate(top):
+            if shapes:
+                t.reshape(_blob_shape(self, shapes[0 if len(shapes) == 1 else i], "shape"))
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward(self, bottom, top):
+        pass
+
+
+@register_layer("DummyData")
+class DummyDataLayer(Layer):
+    """Tops filled by fillers: for tests and for timing nets without data.
+
+    dummy_data_param: ``shape`` (one BlobShape for all tops or one per top), or the legacy
+    ``num``/``channels``/``height``/``width`` (each once or once per top). ``data_filler``: none
+    (constant 0), one for all tops, or one per top. Constant fillers fill their tops once at
+    setup; any other filler refills its top at every forward (Caffe's refill rule).
+    """
+
+    exact_bottoms = 0
+    min_tops = 1
+    param_field = "dummy_data_param"
+
+    def setup(self, bottom, top):
+        p = self.param
+        n_top = len(top)
+        n_fill = len(p.data_filler)
+        if n_fill not in (0, 1, n_top):
+            raise self.config_error(
+                f"number of data fillers must be 0, 1 or equal to the number of tops ({n_top}); "
+                f"you specified {n_fill} data fillers", "data_filler")
+        legacy = [name for name in ("num", "channels", "height", "width") if p.has(name)]
+        shapes = []
+        if legacy:
+            if p.has("shape"):
+                raise self.config_error("both shape and legacy fields (num, channels, height, "
+                                        "width) were specified", "shape")
+            for name in ("num", "channels", "height", "width"):
+                if len(getattr(p, name)) not in (1, n_top):
+                    raise self.config_error(
+                        f"must specify '{name}' once, or once per top blob ({n_top}); "
+                        f"specified {len(getattr(p, name))}", name)
+            for i in range(n_top):
+                shapes.append(tuple(int(getattr(p, name)[0 if len(getattr(p, name)) == 1 else i])
+                                    for name in ("num", "channels", "height", "width")))
+        else:
+            if len(p.shape) not in (1, n_top):
+                raise self.config_error(
+                    f"must specify 'shape' once, or once per top blob ({n_top}); "
+                    f"specified {len(p.shape)}", "shape")
+            for i in range(n_top):
+                shapes.append(_blob_shape(self, p.shape[0 if len(p.shape) == 1 else i], "shape"))
+        self._shapes = shapes
+        if n_fill == 0:
+            from ..config.schema import Msg
+            self._fillers = [Msg("FillerParameter", {"type": "constant", "value": 0.0})]
+        else:
+            self._fillers = list(p.data_filler)
+        self._refill = [f.type != "constant" for f in self._fillers]
+        self._filled = [None] * n_top
+        for t, s in zip(top, shapes):
+            t.reshape(s)
+        self._fill(top, first=True)
+
+    def _filler_index(self, i):
+        return i if len(self._fillers) > 1 else 0
+
+    def _fill(self, top, first=False):
+        from ..fillers import fill
+        for i, t in enumerate(top):
+            j = self._filler_index(i)
+            if self._refill[j] or first or self._filled[i] is not t.data:
+                if t.count:
+                    try:
+                        fill(t.data, self._fillers[j], self.rng)
+                    except ConfigError as e:
+                        raise self.config_error(str(e), "data_filler") from None
+                self._filled[i] = t.data
+
+    def reshape(self, bottom, top):
+        for t, s in zip(top, self._shapes):
+            t.reshape(s)
+
+    def forward(self, bottom, top):
+        self._fill(top)
+
+
+class _Batch:
+    __slots__ = ("data", "label", "state")
+
+    def __init__(self, data, label, state):
+        self.data = data
+        self.label = label
+        self.state = state
+
+
+class _BatchSource:
+    """Reads ``batch_size`` records from the cursor and transforms them (the prefetch thread's
+    work). Holds no reference to the layer, so a forgotten layer can be collected."""
+
+    def __init__(self, cursor, transformer, batch_size, dtype, describe, source):
+        self.cursor = cursor
+        self.transformer = transformer
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.describe = describe
+        self.source = source
+
+    def state(self) -> dict:
+        return {"position": int(self.cursor.position), "key": self.cursor.key.hex(),
+                "transform_rng": self.transformer.get_state()}
+
+    def __call__(self) -> _Batch:
+        from ..data.datum import datum_to_array, decode_datum
+
+        bs = self.batch_size
+        tf = self.transformer
+        labels = np.empty(bs, self.dtype)
+        raw = None
+        first_key = None
+        for i in range(bs):
+            key, value = self.cursor.next()
+            try:
+                d = decode_datum(value)
+                img = datum_to_array(d, tf.force_color, tf.force_gray)
+            except DataError as e:
+                raise DataError(f"{self.describe}: record {_show_key(key)} of {self.source}: {e}") \
+                    from None
+            if raw is None:
+                raw = np.empty((bs,) + img.shape, img.dtype)
+                first_key = key
+            elif img.shape != raw.shape[1:]:
+                raise DataError(
+                    f"{self.describe}: record {_show_key(key)} of {self.source} is "
+                    f"{' x '.join(map(str, img.shape))} but record {_show_key(first_key)} in the "
+                    f"same batch is {' x '.join(map(str, raw.shape[1:]))}; every record of a "
+                    "batch needs the same size (resize the images, e.g. convert_imageset "
+                    "--resize_height/--resize_width, or use batch_size 1)")
+            if img.dtype != raw.dtype:
+                raw = raw.astype(np.float32)
+            raw[i] = img
+            labels[i] = d.label
+        try:
+            data = tf.transform_batch(raw, dtype=self.dtype)
+        except DataError as e:
+            raise DataError(f"{self.describe}: {self.source}: {e}") from None
+        return _Batch(data, labels, self.state())
+
+
+def _show_key(key: bytes) -> str:
+    try:
+        return repr(key.decode("utf-8"))
+    except UnicodeDecodeError:
+        return repr(key)
+
+
+@register_layer("Data")
+class DataLayer(Layer):
+    """Batches of Datum records from an LMDB (Caffe's DataLayer), prefetched on a thread.
+
+    Tops: data (batch_size x C x H' x W', transformed by ``transform_param``) and optionally
+    label (batch_size). The record shape comes from the first record; records are read in key
+    order and the cursor wraps around at the end. ``rand_skip`` skips a random number of records
+    in [0, rand_skip) at setup. ``backend`` must be LMDB (LevelDB is not supported; an unset
+    backend means LMDB). ``prefetch`` batches are prepared ahead (0: read inside forward).
+    A relative ``source`` is looked up in the current directory, then beside the net file.
+
+    get_state/set_state capture the read position and the transformation RNG as of the last
+    batch consumed by forward, so a resumed run sees exactly the batches the first run would.
+    """
+
+    exact_bottoms = 0
+    min_tops = 1
+    max_tops = 2
+    param_field = "data_param"
+
+    def data_error(self, message, field=None) -> DataError:
+        return DataError(self._msg(message, field))
+
+    def _net_dir(self):
+        src = self.layer_param.src
+        if src and src[0]:
+            return Path(src[0]).resolve().parent
+        return None
+
+    def _transform_param(self):
+        lp = self.layer_param
+        tp = lp.transform_param
+        moved = [n for n in ("scale", "mean_file", "crop_size", "mirror") if self.param.has(n)]
+        if moved:
+            # Caffe's UpgradeNetDataTransformation: deprecated data_param fields win.
+            tp = tp.copy()
+            for n in moved:
+                tp.set(n, getattr(self.param, n))
+        if self.param.force_encoded_color and not tp.force_color:
+            tp = tp.copy()
+            tp.set("force_color", True)
+        return tp
+
+    def setup(self, bottom, top):
+        from ..data.lmdb_io import MAKE_DB_HINT, LMDBReader
+        from ..data.prefetch import Prefetcher
+        from ..data.transformer import DataTransformer, resolve_path
+        from ..data.datum import datum_to_array, decode_datum
+
+        p = self.param
+        if p.has("backend") and p.backend in ("LEVELDB", 0):
+            raise self.config_error("backend LEVELDB is not supported: caffeish reads LMDB only. "
+                                    "Convert the data to LMDB (convert_imageset --backend lmdb, "
+                                    "`caffeish data mnist DIR`) and set backend: LMDB", "backend")
+        if not p.source:
+            raise self.config_error("data_param.source is not set (the LMDB directory to read)",
+                                    "source")
+        self.batch_size = int(p.batch_size)
+        if self.batch_size <= 0:
+            raise self.config_error(f"batch_size must be positive, got {self.batch_size}",
+                                    "batch_size")
+        net_dir = self._net_dir()
+        found, tried = resolve_path(p.source, [net_dir] if net_dir else [])
+        if found is None:
+            raise self.data_error(
+                f"data source {p.source!r} not found; tried "
+                + " and ".join(str(t) for t in tried) + f"; {MAKE_DB_HINT}", "source")
+        self.source = found
+        try:
+            self.reader = LMDBReader(found)
+            cursor = self.reader.cursor()
+        except DataError as e:
+            raise self.data_error(str(e), "source") from None
+        if p.rand_skip:
+            skip = int(self.rng.integers(0, int(p.rand_skip)))
+            cursor.seek(skip)
+        try:
+            tp = self._transform_param()
+            self.transformer = DataTransformer(
+                tp, self.phase, np.random.default_rng(int(self.rng.integers(0, 2**63))),
+                search_dirs=[net_dir] if net_dir else [])
+        except (ConfigError, DataError) as e:
+            raise type(e)(self._msg(str(e))) from None
+
+        key, value = cursor.peek()
+        try:
+            first = datum_to_array(decode_datum(value), self.transformer.force_color,
+                                   self.transformer.force_gray)
+            if first.ndim != 3:
+                raise DataError(f"record {_show_key(key)} is not C x H x W")
+            self._item_shape = self.transformer.infer_shape(*first.shape)
+        except DataError as e:
+            raise self.data_error(f"{found}: first record {_show_key(key)}: {e}") from None
+        self._source = _BatchSource(cursor, self.transformer, self.batch_size, self.dtype,
+                                    self.describe(), found)
+        self._consumed = self._source.state()
+        self._prefetcher = Prefetcher(self._source, int(p.prefetch), name=f"prefetch-{self.name}")
+        self._finalizer = weakref.finalize(self, self._prefetcher.request_stop)
+        self._prefetcher.start()
+
+    def reshape(self, bottom, top):
+        top[0].reshape((self.batch_size,) + tuple(self._item_shape))
+        if len(top) > 1:
+            top[1].reshape((self.batch_size,))
+
+    def forward(self, bottom, top):
+        batch = self._prefetcher.get()
+        if top[0].shape != batch.data.shape:
+            top[0].reshape(batch.data.shape)
+        np.copyto(top[0].data, batch.data, casting="unsafe")
+        if len(top) > 1:
+            np.copyto(top[1].data, batch.label, casting="unsafe")
+        self._consumed = batch.state
+
+    # --- exact resume ----------------------------------------------------------------------
+    def get_state(self) -> dict:
+        state = super().get_state()
+        state.update(self._consumed)
+        state["source"] = str(self.source)
+        return state
+
+    def set_state(self, state: dict):
+        super().set_state(state)
+        if "position" not in state:
+            return
+        self._prefetcher.stop()
+        key = state.get("key")
+        try:
+            self._source.cursor.seek(int(state["position"]),
+                                     bytes.fromhex(key) if key else None)
+        except DataError as e:
+            raise self.data_error(str(e)) from None
+        if "transform_rng" in state:
+            self.transformer.set_state(state["transform_rng"])
+        self._consumed = self._source.state()
+        self._prefetcher.start()
+
+    def close(self):
+        pf = getattr(self, "_prefetcher", None)
+        if pf is not None:
+            pf.stop()
+        src = getattr(self, "_source", None)
+        if src is not None:
+            src.cursor.close()
+        reader = getattr(self, "reader", None)
+        if reader is not None:
+            reader.close()
+
+
+__all__ = ["InputLayer", "DummyDataLayer", "DataLayer"]
