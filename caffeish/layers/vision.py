@@ -1,1 +1,423 @@
-"""vision layers."""
+"""Vision layers: Convolution and Pooling, with Caffe's semantics and defaults."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ShapeError
+from ..config.schema import ENUMS
+from .base import Layer, register_layer
+
+
+def _enum_name(value, enum_type):
+    """An enum value as its symbol (YAML gives names; the wire codec may give numbers)."""
+    if isinstance(value, str):
+        return value
+    for name, num in ENUMS[enum_type].items():
+        if num == value:
+            return name
+    return str(value)
+
+
+@register_layer("Convolution")
+class ConvolutionLayer(Layer):
+    """y = W * x + b, cross-correlation over 1 or 2 spatial axes, via im2col + one GEMM per chunk.
+
+    Blobs (Caffe's order): weights (num_output, channels/group, *kernel), bias (num_output,)
+    when ``bias_term``. Bottom ``(..., C, *spatial)`` with C at ``axis``; every dimension before
+    ``axis`` is a batch dimension. Output size per spatial axis:
+    ``floor((in + 2*pad - (dilation*(kernel-1) + 1)) / stride) + 1``.
+
+    Several bottom/top pairs may be given; they share the weights (Caffe allows this too) and
+    must all have the same shape. Groups split channels and outputs into ``group`` contiguous
+    blocks, output block g seeing only input block g.
+
+    Compute: a chunk of images is unrolled into columns ``(C*kh*kw, n*OH*OW)`` so one GEMM per
+    group covers the whole chunk; chunks are as large as ``col_budget`` elements allow (one chunk
+    for ordinary batches). The columns of a single-chunk forward are reused by backward.
+    """
+
+    min_bottoms = 1
+    min_tops = 1
+    param_field = "convolution_param"
+    col_budget = 1 << 25
+
+    # --- configuration ---------------------------------------------------------------------
+    def _spatial(self, name, h_name, w_name, default, minimum):
+        """A per-spatial-axis value from ``name`` (repeated) or ``h_name``/``w_name``."""
+        p = self.param
+        nsp = self.num_spatial
+        if h_name and (p.has(h_name) or p.has(w_name)):
+            if nsp != 2:
+                raise self.config_error(f"{h_name} & {w_name} can only be used for 2-D "
+                                        f"convolution (this one has {nsp} spatial axis)", h_name)
+            if p.has(name):
+                raise self.config_error(f"either {name} or {h_name}/{w_name} should be "
+                                        f"specified; not both", name)
+            vals = [int(getattr(p, h_name)), int(getattr(p, w_name))]
+            field = h_name
+        else:
+            vals = [int(v) for v in getattr(p, name)]
+            field = name
+            if not vals:
+                if default is None:
+                    raise self.config_error(f"{name} (or {h_name} and {w_name}) is required")
+                vals = [default] * nsp
+            elif len(vals) == 1:
+                vals = vals * nsp
+            elif len(vals) != nsp:
+                raise self.config_error(
+                    f"{name} must be specified once, or once per spatial dimension ({name} "
+                    f"specified {len(vals)} times; {nsp} spatial dims)", name)
+        for v in vals:
+            if v < minimum:
+                what = {1: "must be nonzero", 0: "must not be negative"}[minimum]
+                raise self.config_error(f"{field} dimensions {what}, got {vals}", field)
+        return tuple(vals)
+
+    def setup(self, bottom, top):
+        p = self.param
+        if len(bottom) != len(top):
+            raise self.config_error(f"needs as many tops as bottoms, got {len(bottom)} "
+                                    f"bottom(s) and {len(top)} top(s)")
+        try:
+            self.channel_axis = bottom[0].canonical_axis(p.axis)
+        except ShapeError as e:
+            raise self.config_error(str(e), "axis") from None
+        self.num_spatial = bottom[0].num_axes - self.channel_axis - 1
+        if self.num_spatial not in (1, 2):
+            raise self.config_error(
+                f"supports 1 or 2 spatial axes after the channel axis {self.channel_axis}; "
+                f"bottom shape {bottom[0].shape} has {self.num_spatial}", "axis")
+        self.kernel = self._spatial("kernel_size", "kernel_h", "kernel_w", None, 1)
+        self.stride = self._spatial("stride", "stride_h", "stride_w", 1, 1)
+        self.pad = self._spatial("pad", "pad_h", "pad_w", 0, 0)
+        self.dilation = self._spatial("dilation", None, None, 1, 1)
+
+        self.channels = int(bottom[0].shape[self.channel_axis])
+        self.num_output = int(p.num_output)
+        self.group = int(p.group)
+        if self.num_output <= 0:
+            raise self.config_error("num_output must be set to a positive number", "num_output")
+        if self.group <= 0:
+            raise self.config_error(f"group must be positive, got {self.group}", "group")
+        if self.channels % self.group:
+            raise self.config_error(f"the number of input channels ({self.channels}, bottom "
+                                    f"shape {bottom[0].shape}) is not a multiple of group "
+                                    f"({self.group})", "group")
+        if self.num_output % self.group:
+            raise self.config_error(f"num_output ({self.num_output}) is not a multiple of "
+                                    f"group ({self.group})", "num_output")
+        self.bias_term = bool(p.bias_term)
+        wshape = (self.num_output, self.channels // self.group) + self.kernel
+        if self.blobs:
+            want = 2 if self.bias_term else 1
+            if len(self.blobs) != want:
+                raise self.shape_error(f"expected {want} parameter blob(s), "
+                                       f"found {len(self.blobs)}")
+            if tuple(self.blobs[0].shape) != wshape:
+                raise self.shape_error(f"incorrect weight shape: expected {wshape}, "
+                                       f"got {tuple(self.blobs[0].shape)}")
+            if self.bias_term and tuple(self.blobs[1].shape) != (self.num_output,):
+                raise self.shape_error(f"incorrect bias shape: expected ({self.num_output},), "
+                                       f"got {tuple(self.blobs[1].shape)}")
+        else:
+            self.blobs.append(self.new_param_blob(wshape, p.weight_filler))
+            if self.bias_term:
+                self.blobs.append(self.new_param_blob((self.num_output,), p.bias_filler))
+        self._key = None
+        self._col_valid = False
+
+    # --- shapes ------------------------------------------------------------------------------
+    def _hw(self, v, fill):
+        return (fill, v[0]) if self.num_spatial == 1 else v
+
+    def reshape(self, bottom, top):
+        shape = tuple(bottom[0].shape)
+        ca = self.channel_axis
+        if len(shape) != ca + 1 + self.num_spatial:
+            raise self.shape_error(f"bottom num_axes may not change: set up for "
+                                   f"{ca + 1 + self.num_spatial} axes, got shape {shape}")
+        for i, b in enumerate(bottom[1:], 1):
+            if tuple(b.shape) != shape:
+                raise self.shape_error(f"all bottoms must have the same shape: bottom[0] is "
+                                       f"{shape}, bottom[{i}] is {tuple(b.shape)}")
+        wshape = tuple(self.blobs[0].shape)
+        want_c = wshape[1] * self.group
+        if shape[ca] != want_c:
+            raise self.shape_error(
+                f"bottom shape {shape} has {shape[ca]} channels (axis {ca}) but the weights of "
+                f"shape {wshape} with group {self.group} need {want_c}")
+        spatial = shape[ca + 1:]
+        extent = tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel))
+        out = []
+        for d in range(self.num_spatial):
+            o = (spatial[d] + 2 * self.pad[d] - extent[d]) // self.stride[d] + 1
+            if o <= 0:
+                raise self.shape_error(
+                    f"bottom shape {shape}: spatial size {spatial} with pad {self.pad} is "
+                    f"smaller than the dilated kernel extent {extent}")
+            out.append(o)
+        top_shape = shape[:ca] + (self.num_output,) + tuple(out)
+        for t in top:
+            t.reshape(top_shape)
+
+        num = int(np.prod(shape[:ca], dtype=np.int64)) if ca else 1
+        key = (num, tuple(spatial), self.dtype)
+        if key == self._key:
+            return
+        self._key = key
+        self.num = num
+        self.in_hw = self._hw(spatial, 1)
+        self.out_hw = self._hw(tuple(out), 1)
+        self.k_hw = self._hw(self.kernel, 1)
+        self.s_hw = self._hw(self.stride, 1)
+        self.p_hw = self._hw(self.pad, 0)
+        self.d_hw = self._hw(self.dilation, 1)
+        ohw = self.out_hw[0] * self.out_hw[1]
+        krows = self.channels * self.k_hw[0] * self.k_hw[1]
+        per_image = max(krows, self.num_output) * ohw
+        self.chunk = int(max(1, min(num, self.col_budget // max(per_image, 1))))
+        m = self.chunk * ohw
+        self._col = np.zeros(krows * m, self.dtype)
+        self._res = np.zeros(self.num_output * m, self.dtype)
+        self._ones = np.ones(m, self.dtype)
+        self._nobias = np.zeros(1, self.dtype)
+        self._col_valid = False
+
+    # --- compute -----------------------------------------------------------------------------
+    def _views(self, blob_array):
+        c = self.channels
+        return blob_array.reshape(self.num, c, self.in_hw[0], self.in_hw[1])
+
+    def _geom(self):
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.k_hw, self.s_hw, self.p_hw, self.d_hw
+        return kh, kw, sh, sw, ph, pw, dh, dw, self.out_hw[0], self.out_hw[1]
+
+    def _group_views(self, m):
+        """Columns (K, m), results (O, m) and their per-group views (G, K/G, m), (G, O/G, m)."""
+        g = self.group
+        krows = self.channels * self.k_hw[0] * self.k_hw[1]
+        col = self._col[:krows * m].reshape(krows, m)
+        res = self._res[:self.num_output * m].reshape(self.num_output, m)
+        return col, res, col.reshape(g, krows // g, m), res.reshape(g, self.num_output // g, m)
+
+    def _weights(self, arr):
+        g = self.group
+        if g == 1:
+            return arr.reshape(self.num_output, -1)
+        return arr.reshape(g, self.num_output // g, -1)
+
+    def _g(self, full, grouped):
+        return full if self.group == 1 else grouped
+
+    def forward(self, bottom, top):
+        be = self.backend
+        geom = self._geom()
+        ohw = self.out_hw[0] * self.out_hw[1]
+        w = self._weights(self.blobs[0].data)
+        bias = self.blobs[1].data if self.bias_term else self._nobias
+        for b, t in zip(bottom, top):
+            x = self._views(b.data)
+            y = t.data.reshape(self.num, self.num_output, ohw)
+            for n0 in range(0, self.num, self.chunk):
+                n1 = min(self.num, n0 + self.chunk)
+                m = (n1 - n0) * ohw
+                col, res, colg, resg = self._group_views(m)
+                be.im2col_batch(x[n0:n1], *geom, col)
+                be.gemm(w, self._g(col, colg), out=self._g(res, resg))
+                be.cnp_to_ncp(res, bias, self.bias_term, y[n0:n1])
+        self._col_valid = len(bottom) == 1 and self.chunk >= self.num
+
+    def backward(self, top, propagate_down, bottom):
+        be = self.backend
+        geom = self._geom()
+        ohw = self.out_hw[0] * self.out_hw[1]
+        w = self._weights(self.blobs[0].data)
+        wdiff = self._weights(self.blobs[0].diff)
+        bdiff = self.blobs[1].diff if self.bias_term else None
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            x = self._views(b.data)
+            dy = t.diff.reshape(self.num, self.num_output, ohw)
+            dx = self._views(b.diff) if propagate_down[i] else None
+            for n0 in range(0, self.num, self.chunk):
+                n1 = min(self.num, n0 + self.chunk)
+                m = (n1 - n0) * ohw
+                col, res, colg, resg = self._group_views(m)
+                be.ncp_to_cnp(dy[n0:n1], res)
+                if bdiff is not None:
+                    be.gemv(res, self._ones[:m], out=bdiff, beta=1.0)
+                if not self._col_valid:
+                    be.im2col_batch(x[n0:n1], *geom, col)
+                be.gemm(self._g(res, resg), self._g(col, colg), out=wdiff, trans_b=True, beta=1.0)
+                if dx is not None:
+                    be.gemm(w, self._g(res, resg), out=self._g(col, colg), trans_a=True)
+                    be.col2im_batch(col, *geom, dx[n0:n1])
+                    self._col_valid = False
+        self._col_valid = False
+
+
+_POOL_ENUM = "PoolingParameter.PoolMethod"
+
+
+@register_layer("Pooling")
+class PoolingLayer(Layer):
+    """MAX / AVE / STOCHASTIC pooling over the two spatial axes of an (N, C, H, W) bottom.
+
+    Output size (Caffe's, surprising): ``ceil((H + 2*pad - kernel) / stride) + 1`` by default
+    (``round_mode: FLOOR`` floors instead); then, when any pad is non-zero and the last window
+    would start at or beyond ``H + pad``, one fewer. So windows may hang over the bottom/right edge.
+
+    MAX: the maximum over the window clipped to the image (padding never wins; ties: the first
+    in row-major order wins). The argmax (``h*W + w`` within the input plane) is kept for
+    backward and, with a second top, written there as floats (Caffe's mask top).
+    AVE: the sum over the window clipped to the image, divided by the window size clipped to
+    the *padded* image: ``(min(hs+k, H+pad) - hs) * (min(ws+k, W+pad) - ws)`` with ``hs``, ``ws``
+    the unclipped window start. Padded cells count as zeros inside that divisor.
+    STOCHASTIC (no padding; inputs are expected non-negative, e.g. after ReLU): at TRAIN, each
+    window picks one cell with probability proportional to its value (one uniform draw per
+    output from the layer's RNG); at TEST, the probability-weighted average sum(x^2)/sum(x)
+    (0 when sum(x) <= 0). Backward at TRAIN routes the gradient to the picked cell; at TEST it
+    is the exact gradient of sum(x^2)/sum(x) (Caffe has no TEST backward for this mode).
+    ``global_pooling`` makes the kernel the whole H x W plane (pad 0, stride 1).
+    When stride > kernel, CEIL rounding can leave a last window entirely outside the image;
+    its output is what Caffe computes (MAX: -FLT_MAX; AVE: 0 / (possibly empty) size).
+    """
+
+    exact_bottoms = 1
+    min_tops = 1
+    max_tops = 2
+    param_field = "pooling_param"
+
+    def _pair(self, name, h_name, w_name):
+        p = self.param
+        if p.has(name) and (p.has(h_name) or p.has(w_name)):
+            raise self.config_error(f"{name} is {name} OR {h_name} and {w_name}; not both", name)
+        if not p.has(name) and (p.has(h_name) != p.has(w_name)):
+            raise self.config_error(f"{name} is {name} OR {h_name} and {w_name} are required",
+                                    h_name if p.has(h_name) else w_name)
+        if p.has(h_name):
+            return int(getattr(p, h_name)), int(getattr(p, w_name))
+        v = int(getattr(p, name))
+        return v, v
+
+    def setup(self, bottom, top):
+        p = self.param
+        self.pool = _enum_name(p.pool, _POOL_ENUM)
+        if self.pool not in ("MAX", "AVE", "STOCHASTIC"):
+            raise self.config_error(f"unknown pooling method {self.pool!r}", "pool")
+        if len(top) > 1 and self.pool != "MAX":
+            raise self.config_error(f"only MAX pooling has a second (mask) top; {self.pool} "
+                                    f"pooling takes exactly 1 top, got {len(top)}")
+        self.global_pooling = bool(p.global_pooling)
+        has_kernel = p.has("kernel_size") or p.has("kernel_h") or p.has("kernel_w")
+        if self.global_pooling:
+            if has_kernel:
+                raise self.config_error("with global_pooling: true the filter size cannot be "
+                                        "specified (kernel_size / kernel_h / kernel_w)",
+                                        "global_pooling")
+        else:
+            if p.has("kernel_size") and (p.has("kernel_h") or p.has("kernel_w")):
+                raise self.config_error("filter size is kernel_size OR kernel_h and kernel_w; "
+                                        "not both", "kernel_size")
+            if not p.has("kernel_size") and not (p.has("kernel_h") and p.has("kernel_w")):
+                raise self.config_error("kernel_size is required (for non-square filters both "
+                                        "kernel_h and kernel_w)", "kernel_size")
+            if p.has("kernel_size"):
+                self.kernel = (int(p.kernel_size),) * 2
+            else:
+                self.kernel = (int(p.kernel_h), int(p.kernel_w))
+            if min(self.kernel) <= 0:
+                raise self.config_error(f"filter dimensions cannot be zero, got {self.kernel}",
+                                        "kernel_size")
+        self.pad = self._pair("pad", "pad_h", "pad_w")
+        self.stride = self._pair("stride", "stride_h", "stride_w")
+        if min(self.stride) <= 0:
+            raise self.config_error(f"stride must be positive, got {self.stride}", "stride")
+        if min(self.pad) < 0:
+            raise self.config_error(f"pad must not be negative, got {self.pad}", "pad")
+        if self.global_pooling and (any(self.pad) or self.stride != (1, 1)):
+            raise self.config_error("with global_pooling: true only pad = 0 and stride = 1 "
+                                    f"are allowed, got pad {self.pad}, stride {self.stride}",
+                                    "global_pooling")
+        if any(self.pad):
+            if self.pool not in ("MAX", "AVE"):
+                raise self.config_error("padding is implemented only for MAX and AVE pooling",
+                                        "pad")
+            if not self.global_pooling and (self.pad[0] >= self.kernel[0]
+                                            or self.pad[1] >= self.kernel[1]):
+                raise self.config_error(f"pad {self.pad} must be smaller than the kernel "
+                                        f"{self.kernel}", "pad")
+        self.round_mode = _enum_name(p.round_mode, "PoolingParameter.RoundMode")
+        if self.round_mode not in ("CEIL", "FLOOR"):
+            raise self.config_error(f"unknown round_mode {self.round_mode!r}", "round_mode")
+        self._key = None
+
+    def _pooled(self, size, k, p, s):
+        num = size + 2 * p - k
+        return (-(-num // s) if self.round_mode == "CEIL" else num // s) + 1
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        if b.num_axes != 4:
+            raise self.shape_error(f"input must have 4 axes (num, channels, height, width), "
+                                   f"got shape {tuple(b.shape)}")
+        n, c, h, w = b.shape
+        if self.global_pooling:
+            self.kernel = (h, w)
+        (kh, kw), (ph, pw), (sh, sw) = self.kernel, self.pad, self.stride
+        oh = self._pooled(h, kh, ph, sh)
+        ow = self._pooled(w, kw, pw, sw)
+        if ph or pw:
+            if (oh - 1) * sh >= h + ph:
+                oh -= 1
+            if (ow - 1) * sw >= w + pw:
+                ow -= 1
+        if oh <= 0 or ow <= 0:
+            raise self.shape_error(f"bottom shape {tuple(b.shape)} is too small for kernel "
+                                   f"{self.kernel} with pad {self.pad} (output {oh}x{ow})")
+        shape = (n, c, oh, ow)
+        for t in top:
+            t.reshape(shape)
+        key = (shape, self.pool)
+        if key != self._key:
+            self._key = key
+            self._index = np.zeros(shape, np.int32) if self.pool != "AVE" else None
+
+    def _geom(self):
+        (kh, kw), (sh, sw) = self.kernel, self.stride
+        return kh, kw, sh, sw
+
+    def forward(self, bottom, top):
+        be = self.backend
+        x = bottom[0].data
+        y = top[0].data
+        kh, kw, sh, sw = self._geom()
+        ph, pw = self.pad
+        if self.pool == "MAX":
+            be.max_pool_forward(x, kh, kw, sh, sw, ph, pw, y, self._index)
+            if len(top) > 1:
+                top[1].data[...] = self._index
+        elif self.pool == "AVE":
+            be.ave_pool_forward(x, kh, kw, sh, sw, ph, pw, y)
+        elif self.phase == "TRAIN":
+            u = self.rng.random(y.shape, dtype=self.dtype)
+            be.stochastic_pool_forward_train(x, kh, kw, sh, sw, u, y, self._index)
+        else:
+            be.stochastic_pool_forward_test(x, kh, kw, sh, sw, y)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        be = self.backend
+        dy = top[0].diff
+        dx = bottom[0].diff
+        kh, kw, sh, sw = self._geom()
+        ph, pw = self.pad
+        if self.pool == "MAX":
+            be.max_pool_backward(dy, self._index, kh, kw, sh, sw, ph, pw, dx)
+        elif self.pool == "AVE":
+            be.ave_pool_backward(dy, kh, kw, sh, sw, ph, pw, dx)
+        elif self.phase == "TRAIN":
+            be.stochastic_pool_backward_train(dy, self._index, kh, kw, sh, sw, dx)
+        else:
+            be.stochastic_pool_backward_test(bottom[0].data, dy, kh, kw, sh, sw, dx)

@@ -5,7 +5,6 @@ Images are NCHW C-contiguous arrays. The column layout of a batch of ``n`` image
 columns: image, output row, output column), so one GEMM covers the whole batch and the rows of
 one convolution group are contiguous.
 """
-import numpy as np
 from numba import njit, prange
 
 __all__ = [
@@ -17,6 +16,21 @@ __all__ = [
 
 # Caffe initialises max pooling with -FLT_MAX (also in double precision).
 _NEG_FLT_MAX = -3.4028234663852886e38
+
+
+@njit(cache=True)
+def _valid_range(size, stride, pad, offset, out):
+    """[lo, hi): the output positions o in [0, out) with 0 <= o*stride - pad + offset < size."""
+    lo = 0
+    t = pad - offset
+    if t > 0:
+        lo = (t + stride - 1) // stride
+    hi = (size + pad - offset + stride - 1) // stride
+    if hi > out:
+        hi = out
+    if hi < lo:
+        hi = lo
+    return lo, hi
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -32,6 +46,8 @@ def im2col_batch(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col):
         i = (r // kw) % kh
         j = r % kw
         base = n * ohw
+        x_lo, x_hi = _valid_range(width, sw, pw, j * dw, ow)
+        w0 = j * dw - pw
         for y in range(oh):
             hi = y * sh - ph + i * dh
             off = base + y * ow
@@ -39,17 +55,17 @@ def im2col_batch(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col):
                 for xo in range(ow):
                     col[r, off + xo] = 0
             else:
-                for xo in range(ow):
-                    wi = xo * sw - pw + j * dw
-                    if wi >= 0 and wi < width:
-                        col[r, off + xo] = x[n, c, hi, wi]
-                    else:
-                        col[r, off + xo] = 0
+                for xo in range(x_lo):
+                    col[r, off + xo] = 0
+                for xo in range(x_lo, x_hi):
+                    col[r, off + xo] = x[n, c, hi, xo * sw + w0]
+                for xo in range(x_hi, ow):
+                    col[r, off + xo] = 0
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def col2im_batch(col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
-    """dx[n, c, h, w] = sum of col[(c*kh+i)*kw+j, n*oh*ow + y*ow + xo] over taps with y*sh-ph+i*dh == h, xo*sw-pw+j*dw == w (a gather; dx (N,C,H,W) overwritten)."""
+    """dx[n, c, h, w] = sum of col[(c*kh+i)*kw+j, n*oh*ow + y*ow + xo] over taps with y*sh-ph+i*dh == h, xo*sw-pw+j*dw == w; dx (N,C,H,W) overwritten, one (n, c) plane per thread (race-free)."""
     n_img, chans, height, width = dx.shape
     ohw = oh * ow
     for plane in prange(n_img * chans):
@@ -58,28 +74,18 @@ def col2im_batch(col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
         base = n * ohw
         for h in range(height):
             for w in range(width):
-                s = 0.0
-                for i in range(kh):
-                    t = h + ph - i * dh
-                    if t < 0:
-                        break
-                    if t % sh != 0:
-                        continue
-                    y = t // sh
-                    if y >= oh:
-                        continue
-                    row0 = (c * kh + i) * kw
-                    for j in range(kw):
-                        u = w + pw - j * dw
-                        if u < 0:
-                            break
-                        if u % sw != 0:
-                            continue
-                        xo = u // sw
-                        if xo >= ow:
-                            continue
-                        s += col[row0 + j, base + y * ow + xo]
-                dx[n, c, h, w] = s
+                dx[n, c, h, w] = 0
+        for i in range(kh):
+            y_lo, y_hi = _valid_range(height, sh, ph, i * dh, oh)
+            for j in range(kw):
+                r = (c * kh + i) * kw + j
+                x_lo, x_hi = _valid_range(width, sw, pw, j * dw, ow)
+                w0 = j * dw - pw
+                for y in range(y_lo, y_hi):
+                    h = y * sh - ph + i * dh
+                    off = base + y * ow
+                    for xo in range(x_lo, x_hi):
+                        dx[n, c, h, xo * sw + w0] += col[r, off + xo]
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -142,7 +148,7 @@ def max_pool_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def max_pool_backward(top_diff, mask, kh, kw, sh, sw, ph, pw, dx):
-    """dx[n,c,h,w] = sum of top_diff[n,c,py,px] over the windows covering (h,w) whose mask is h*W+w (a gather; dx (N,C,H,W) overwritten)."""
+    """dx[n,c] = 0, then dx[n,c].flat[mask[n,c,py,px]] += top_diff[n,c,py,px] (mask -1 skipped); one (n, c) plane per thread (race-free); dx (N,C,H,W)."""
     n_img, chans, height, width = dx.shape
     pooled_h = top_diff.shape[2]
     pooled_w = top_diff.shape[3]
@@ -150,18 +156,13 @@ def max_pool_backward(top_diff, mask, kh, kw, sh, sw, ph, pw, dx):
         n = plane // chans
         c = plane - n * chans
         for h in range(height):
-            py0 = 0 if h + ph < kh else (h + ph - kh) // sh + 1
-            py1 = min((h + ph) // sh + 1, pooled_h)
             for w in range(width):
-                px0 = 0 if w + pw < kw else (w + pw - kw) // sw + 1
-                px1 = min((w + pw) // sw + 1, pooled_w)
-                idx = h * width + w
-                s = 0.0
-                for py in range(py0, py1):
-                    for px in range(px0, px1):
-                        if mask[n, c, py, px] == idx:
-                            s += top_diff[n, c, py, px]
-                dx[n, c, h, w] = s
+                dx[n, c, h, w] = 0
+        for py in range(pooled_h):
+            for px in range(pooled_w):
+                idx = mask[n, c, py, px]
+                if idx >= 0:
+                    dx[n, c, idx // width, idx % width] += top_diff[n, c, py, px]
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -285,7 +286,7 @@ def stochastic_pool_forward_test(x, kh, kw, sh, sw, top):
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def stochastic_pool_backward_train(top_diff, index, kh, kw, sh, sw, dx):
-    """dx[n,c,h,w] = sum of top_diff[n,c,py,px] over the windows covering (h,w) whose sampled index is h*W+w (a gather; dx overwritten)."""
+    """dx[n,c] = 0, then dx[n,c].flat[index[n,c,py,px]] += top_diff[n,c,py,px] (index -1 skipped); one (n, c) plane per thread (race-free); dx (N,C,H,W)."""
     n_img, chans, height, width = dx.shape
     pooled_h = top_diff.shape[2]
     pooled_w = top_diff.shape[3]
@@ -293,18 +294,13 @@ def stochastic_pool_backward_train(top_diff, index, kh, kw, sh, sw, dx):
         n = plane // chans
         c = plane - n * chans
         for h in range(height):
-            py0 = 0 if h < kh else (h - kh) // sh + 1
-            py1 = min(h // sh + 1, pooled_h)
             for w in range(width):
-                px0 = 0 if w < kw else (w - kw) // sw + 1
-                px1 = min(w // sw + 1, pooled_w)
-                idx = h * width + w
-                s = 0.0
-                for py in range(py0, py1):
-                    for px in range(px0, px1):
-                        if index[n, c, py, px] == idx:
-                            s += top_diff[n, c, py, px]
-                dx[n, c, h, w] = s
+                dx[n, c, h, w] = 0
+        for py in range(pooled_h):
+            for px in range(pooled_w):
+                idx = index[n, c, py, px]
+                if idx >= 0:
+                    dx[n, c, idx // width, idx % width] += top_diff[n, c, py, px]
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
