@@ -209,12 +209,7 @@ def data_mnist(out_dir, from_dir, overwrite):
     caffeish data mnist data/mnist --from ~/Downloads/mnist
     """
     from data_tools.mnist import write_mnist_lmdbs
-    setup_logging()
-    t0 = time.perf_counter()
-    counts = write_mnist_lmdbs(out_dir, from_dir=from_dir, overwrite=overwrite)
-    for name, n in counts.items():
-        click.echo(f"{os.path.join(out_dir, name)}: {n} records")
-    logger.info(f"done in {time.perf_counter() - t0:.1f}s")
+    write_mnist_lmdbs(out_dir, from_dir=from_dir, overwrite=overwrite, echo=click.echo)
 
 
 if __name__ == "__main__":
