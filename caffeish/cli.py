@@ -212,5 +212,13 @@ def data_mnist(out_dir, from_dir, overwrite):
     write_mnist_lmdbs(out_dir, from_dir=from_dir, overwrite=overwrite, echo=click.echo)
 
 
+def _add_commands():
+    from .commands import export_cmd, import_cmd
+    main.add_command(import_cmd)
+    main.add_command(export_cmd)
+
+
+_add_commands()
+
 if __name__ == "__main__":
     main()

@@ -21,12 +21,9 @@ def load_net_param(source) -> Msg:
     from .config.yaml_loader import load_message
     path = os.fspath(source)
     if path.endswith((".prototxt", ".pt")):
-        try:
-            from .io.prototxt import parse_prototxt_file
-        except ImportError:
-            raise ConfigError(f"{path}: prototxt files are read through `caffeish import "
-                              f"{path} -o net.yaml`; convert it to YAML first") from None
-        return parse_prototxt_file(path, "NetParameter")
+        from .io.prototxt import parse_prototxt_file
+        from .io.upgrade import upgrade_net
+        return upgrade_net(parse_prototxt_file(path, "NetParameter"))[0]
     return load_message(path, "NetParameter")
 
 

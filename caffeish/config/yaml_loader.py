@@ -211,5 +211,9 @@ def parse_message(text: str, message_name: str, path="<string>") -> Msg:
 
 
 def dump_message(msg: Msg) -> str:
-    """YAML text of a message (set fields only, schema order)."""
-    return yaml.safe_dump(msg.to_dict(), sort_keys=False, default_flow_style=None, width=100)
+    """YAML text of a message (set fields only, schema order): the top level in block style,
+    innermost lists and mappings in flow style (``top: [data, label]``)."""
+    dumper = yaml.SafeDumper(None, default_flow_style=None, sort_keys=False, width=100)
+    node = dumper.represent_data(msg.to_dict())
+    node.flow_style = False
+    return yaml.serialize(node, Dumper=yaml.SafeDumper, width=100)

@@ -38,12 +38,9 @@ def load_solver_param(source) -> Msg:
     from ..config.yaml_loader import load_message
     path = os.fspath(source)
     if path.endswith(".prototxt"):
-        try:
-            from ..io.prototxt import parse_prototxt_file
-        except ImportError:
-            raise ConfigError(f"{path}: convert the solver prototxt with `caffeish import {path} "
-                              f"-o solver.yaml` first") from None
-        return parse_prototxt_file(path, "SolverParameter")
+        from ..io.prototxt import parse_prototxt_file
+        from ..io.upgrade import upgrade_solver
+        return upgrade_solver(parse_prototxt_file(path, "SolverParameter"))[0]
     return load_message(path, "SolverParameter")
 
 
