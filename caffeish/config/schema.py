@@ -80,6 +80,16 @@ class MessageDef:
         return f"<MessageDef {self.name}>"
 
 
+def enum_symbol(value, enum_type: str) -> str:
+    """An enum value as its symbol: YAML gives names, a binary file may give numbers."""
+    if isinstance(value, str):
+        return value
+    for name, num in ENUMS[enum_type].items():
+        if num == value:
+            return name
+    return str(value)
+
+
 def message(name, *fields):
     if name in MESSAGES:
         raise ValueError(f"message {name} defined twice")

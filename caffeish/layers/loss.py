@@ -7,19 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config.schema import ENUMS
+from ..config.schema import enum_symbol as _enum_name
 from ..errors import DataError, ShapeError
 from .base import Layer, register_layer
 
 
-def _enum_name(value, enum_type):
-    """An enum value as its symbol (YAML gives names, the wire codec may give numbers)."""
-    if isinstance(value, str):
-        return value
-    for name, num in ENUMS[enum_type].items():
-        if num == value:
-            return name
-    return str(value)
 
 
 def _scalar(a) -> float:

@@ -245,8 +245,32 @@ class EltwiseLayer(Layer):
                 be.eltwise_max_backward(tdiff, _flat(self.max_idx), i, out)
 
 
+class _ViewLayer(Layer):
+    """A layer whose top is the bottom's data under another shape (``top_shape``); backward hands
+    the top diff to the bottom without copying."""
+
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def top_shape(self, b):
+        raise NotImplementedError
+
+    def reshape(self, bottom, top):
+        if top[0] is bottom[0]:
+            raise self.config_error("cannot run in place")
+        self._shape = self.top_shape(bottom[0])
+        _adopt_view(top[0], bottom[0].data, self._shape)
+
+    def forward(self, bottom, top):
+        _adopt_view(top[0], bottom[0].data, self._shape)
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            bottom[0].share_diff(top[0])
+
+
 @register_layer("Flatten")
-class FlattenLayer(Layer):
+class FlattenLayer(_ViewLayer):
     """Collapses axes [axis, end_axis] (flatten_param, defaults 1 and -1) into one.
 
     (N, C, H, W) -> (N, C*H*W) by default. The top shares the bottom's data (no copy); backward
@@ -275,22 +299,9 @@ class FlattenLayer(Layer):
         s = b.shape
         return s[:start] + (b.count_range(start, end + 1),) + s[end + 1:]
 
-    def reshape(self, bottom, top):
-        if top[0] is bottom[0]:
-            raise self.config_error("cannot run in place")
-        self._shape = self.top_shape(bottom[0])
-        _adopt_view(top[0], bottom[0].data, self._shape)
-
-    def forward(self, bottom, top):
-        _adopt_view(top[0], bottom[0].data, self._shape)
-
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            bottom[0].share_diff(top[0])
-
 
 @register_layer("Reshape")
-class ReshapeLayer(Layer):
+class ReshapeLayer(_ViewLayer):
     """Gives the bottom a new shape without copying (the top shares its data).
 
     reshape_param.shape.dim: 0 copies the bottom dimension at the same position (counted from
@@ -364,16 +375,3 @@ class ReshapeLayer(Layer):
                 f"bottom shape {_shape_str(b.shape)} ({b.count} elements) cannot be reshaped "
                 f"to {_shape_str(shape)} ({count} elements)", "shape")
         return shape
-
-    def reshape(self, bottom, top):
-        if top[0] is bottom[0]:
-            raise self.config_error("cannot run in place")
-        self._shape = self.top_shape(bottom[0])
-        _adopt_view(top[0], bottom[0].data, self._shape)
-
-    def forward(self, bottom, top):
-        _adopt_view(top[0], bottom[0].data, self._shape)
-
-    def backward(self, top, propagate_down, bottom):
-        if propagate_down[0]:
-            bottom[0].share_diff(top[0])

@@ -4,18 +4,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import ShapeError
-from ..config.schema import ENUMS
+from ..config.schema import enum_symbol as _enum_name
 from .base import Layer, register_layer
 
 
-def _enum_name(value, enum_type):
-    """An enum value as its symbol (YAML gives names; the wire codec may give numbers)."""
-    if isinstance(value, str):
-        return value
-    for name, num in ENUMS[enum_type].items():
-        if num == value:
-            return name
-    return str(value)
 
 
 @register_layer("Convolution")
