@@ -149,6 +149,18 @@ def decode_datum(buf) -> Datum:
     return d
 
 
+def native_channels(mode: str, has_transparency: bool) -> int | None:
+    """Channels OpenCV's unchanged decode gives a Pillow image mode: gray 1, alpha 4 (BGRA),
+    colour 3; 16-bit images are read through the 8-bit colour path (3). None: undecodable."""
+    if mode in ("1", "L"):
+        return 1
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and has_transparency):
+        return 4
+    if mode in ("RGB", "P", "CMYK", "YCbCr", "LAB", "HSV") or mode.startswith("I;16"):
+        return 3
+    return None
+
+
 def _decode_image(data: bytes, force_color: bool, force_gray: bool) -> np.ndarray:
     """JPEG/PNG bytes -> uint8 C x H x W, BGR(A) channel order like OpenCV's imdecode."""
     from PIL import Image
@@ -159,27 +171,18 @@ def _decode_image(data: bytes, force_color: bool, force_gray: bool) -> np.ndarra
     except Exception as e:  # Pillow raises many exception types for bad files
         raise DataError(f"cannot decode the encoded image in a Datum ({len(data)} bytes): {e}") \
             from None
-    mode = img.mode
-    if force_gray:
-        img = img.convert("L")
-    elif force_color:
-        img = img.convert("RGB")
-    elif mode in ("1", "L"):
-        img = img.convert("L")
-    elif mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-    elif mode in ("RGB", "P", "CMYK", "YCbCr", "LAB", "HSV"):
-        img = img.convert("RGB")
-    else:
-        raise DataError(f"encoded image mode {mode!r} (16-bit or float) is not supported; "
-                        "Datum pixels are 8-bit")
-    a = np.asarray(img, dtype=np.uint8)
-    if a.ndim == 2:
-        return a[None].copy()
-    if a.shape[2] == 3:
-        return np.ascontiguousarray(a[:, :, ::-1].transpose(2, 0, 1))
-    bgra = a[:, :, [2, 1, 0, 3]]
-    return np.ascontiguousarray(bgra.transpose(2, 0, 1))
+    channels = 1 if force_gray else 3 if force_color else \
+        native_channels(img.mode, "transparency" in img.info)
+    if channels is None:
+        raise DataError(f"encoded image mode {img.mode!r} (float) is not supported; Datum "
+                        f"pixels are 8-bit")
+    if channels == 4:
+        a = np.asarray(img.convert("RGBA"), dtype=np.uint8)
+        return np.ascontiguousarray(a[:, :, [2, 1, 0, 3]].transpose(2, 0, 1))
+    # gray and colour: OpenCV's conversions (JPEG luma, 16-bit high byte), as convert_imageset
+    from .images import decode_image
+    a = decode_image(data, is_color=channels == 3)
+    return a[None].copy() if a.ndim == 2 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
 
 def datum_to_array(d: Datum, force_color: bool = False, force_gray: bool = False) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""data layers: Input, DummyData and Data (LMDB of Caffe Datum records, prefetched)."""
+"""data layers: Input, DummyData, Data (LMDB of Caffe Datum records) and ImageData (image files
+from a list), the last two prefetched on a thread."""
 from __future__ import annotations
 
 import weakref
@@ -343,4 +344,252 @@ class DataLayer(Layer):
             reader.close()
 
 
-__all__ = ["InputLayer", "DummyDataLayer", "DataLayer"]
+class _ImageListSource:
+    """Reads ``batch_size`` images named by a list file and transforms them (the prefetch
+    thread's work for ImageData). Like _BatchSource it holds no reference to the layer.
+
+    The order is the list's, or, with ``shuffle``, a permutation of it drawn from ``order_rng``
+    at the start and again at every wrap-around. ``order_state`` is that RNG's state just before
+    the current permutation was drawn, so the order can be rebuilt on resume.
+    """
+
+    def __init__(self, lines, prefix, new_height, new_width, is_color, transformer, batch_size,
+                 dtype, shuffle, order_rng, describe, source):
+        self.lines = lines
+        self.prefix = prefix
+        self.new_height = new_height
+        self.new_width = new_width
+        self.is_color = is_color
+        self.transformer = transformer
+        self.batch_size = batch_size
+        self.dtype = dtype
+        self.shuffle = shuffle
+        self.order_rng = order_rng
+        self.describe = describe
+        self.source = source
+        self.position = 0
+        self.order_state = None
+        self.order = None
+        self._draw_order()
+
+    def _draw_order(self):
+        if self.shuffle:
+            self.order_state = self.order_rng.bit_generator.state
+            self.order = self.order_rng.permutation(len(self.lines))
+        else:
+            self.order = None
+
+    def restore(self, position, order_state):
+        if self.shuffle and order_state is not None:
+            self.order_rng.bit_generator.state = order_state
+            self._draw_order()
+        self.position = int(position) % len(self.lines)
+
+    def state(self) -> dict:
+        return {"position": int(self.position), "order_rng": self.order_state,
+                "transform_rng": self.transformer.get_state()}
+
+    def peek(self) -> tuple[str, int]:
+        i = self.position if self.order is None else int(self.order[self.position])
+        return self.lines[i]
+
+    def read(self, relpath, label) -> np.ndarray:
+        from caffeish.data.images import read_image, to_chw
+
+        try:
+            img = read_image(self.prefix + relpath, self.new_height, self.new_width,
+                             self.is_color)
+        except DataError as e:
+            raise DataError(f"{self.describe}: {self.source}: image {relpath!r} (label {label}): "
+                            f"{e}") from None
+        return to_chw(img)
+
+    def _next(self) -> tuple[str, int]:
+        item = self.peek()
+        self.position += 1
+        if self.position >= len(self.lines):
+            from ..data.lmdb_io import log
+            log.info("Restarting data prefetching from start.")
+            self.position = 0
+            if self.shuffle:
+                self._draw_order()
+        return item
+
+    def __call__(self) -> _Batch:
+        bs = self.batch_size
+        labels = np.empty(bs, self.dtype)
+        raw = None
+        first = None
+        for i in range(bs):
+            relpath, label = self._next()
+            img = self.read(relpath, label)
+            if raw is None:
+                raw = np.empty((bs,) + img.shape, np.uint8)
+                first = relpath
+            elif img.shape != raw.shape[1:]:
+                raise DataError(
+                    f"{self.describe}: {self.source}: image {relpath!r} is "
+                    f"{' x '.join(map(str, img.shape))} but {first!r} in the same batch is "
+                    f"{' x '.join(map(str, raw.shape[1:]))}; every image of a batch needs the "
+                    "same size (set new_height and new_width, or use batch_size 1)")
+            raw[i] = img
+            labels[i] = label
+        try:
+            data = self.transformer.transform_batch(raw, dtype=self.dtype)
+        except DataError as e:
+            raise DataError(f"{self.describe}: {self.source}: {e}") from None
+        return _Batch(data, labels, self.state())
+
+
+@register_layer("ImageData")
+class ImageDataLayer(Layer):
+    """Batches of images read straight from files named in a list (Caffe's ImageDataLayer).
+
+    image_data_param: ``source`` (a text file of ``relative/path label`` lines, the path being
+    everything before the last space), ``root_folder`` (put before each path, Caffe-style:
+    ``root_folder + path``; a root naming a directory without a trailing '/' gets one),
+    ``batch_size``, ``shuffle`` (a new permutation at the start and at each wrap-around),
+    ``new_height``/``new_width`` (both or neither; OpenCV INTER_LINEAR, byte-exact), ``is_color``
+    (false: one gray channel), ``rand_skip`` (skip a random number of lines in [0, rand_skip)
+    at setup). Images are decoded as Caffe's ReadImageToCVMat does (BGR, see
+    :mod:`caffeish.data.images`) and transformed by ``transform_param`` (the deprecated
+    ``scale``/``mean_file``/``crop_size``/``mirror`` of image_data_param win when set).
+
+    Tops: data (batch_size x C x H' x W', the size of the first image, cropped) and optionally
+    label (batch_size). All images of a batch must have one size. ``data_param.prefetch``
+    (default 4) batches are prepared ahead on a thread. An unreadable image is a DataError
+    naming the file (Caffe aborts). get_state/set_state give an exact resume (position, the
+    shuffle RNG before the current permutation, the transformation RNG).
+    """
+
+    exact_bottoms = 0
+    min_tops = 1
+    max_tops = 2
+    param_field = "image_data_param"
+
+    def data_error(self, message, field=None) -> DataError:
+        return DataError(self._msg(message, field))
+
+    def _net_dir(self):
+        src = self.layer_param.src
+        if src and src[0]:
+            return Path(src[0]).resolve().parent
+        return None
+
+    def _transform_param(self):
+        tp = self.layer_param.transform_param
+        moved = [n for n in ("scale", "mean_file", "crop_size", "mirror") if self.param.has(n)]
+        if moved:
+            tp = tp.copy()
+            for n in moved:
+                tp.set(n, getattr(self.param, n))
+        return tp
+
+    def _prefetch_depth(self) -> int:
+        lp = self.layer_param
+        if lp.has("data_param") and lp.data_param.has("prefetch"):
+            return int(lp.data_param.prefetch)
+        return 4
+
+    def setup(self, bottom, top):
+        import os
+
+        from caffeish.data.images import parse_list, root_prefix
+
+        from ..data.prefetch import Prefetcher
+        from ..data.transformer import DataTransformer, resolve_path
+
+        p = self.param
+        if not p.source:
+            raise self.config_error("image_data_param.source is not set (a text file of "
+                                    "'relative/path label' lines)", "source")
+        self.batch_size = int(p.batch_size)
+        if self.batch_size <= 0:
+            raise self.config_error(f"batch_size must be positive, got {self.batch_size}",
+                                    "batch_size")
+        new_h, new_w = int(p.new_height), int(p.new_width)
+        if (new_h > 0) != (new_w > 0):
+            raise self.config_error(f"new_height and new_width must be set together (got "
+                                    f"{new_h} x {new_w})", "new_height")
+        net_dir = self._net_dir()
+        search = [net_dir] if net_dir else []
+        found, tried = resolve_path(p.source, search)
+        if found is None:
+            raise self.data_error(f"image list {p.source!r} not found; tried "
+                                  + " and ".join(str(t) for t in tried), "source")
+        self.source = found
+        try:
+            lines = parse_list(found)
+        except DataError as e:
+            raise self.data_error(str(e), "source") from None
+        root = p.root_folder
+        if root and not os.path.isabs(root) and not os.path.exists(root.rstrip("/") or "/"):
+            alt, _ = resolve_path(root.rstrip("/"), search)
+            if alt is not None:
+                root = str(alt) + "/"
+        order_rng = np.random.default_rng(int(self.rng.integers(0, 2**63)))
+        self._source = src = _ImageListSource(
+            lines, root_prefix(root), new_h, new_w, bool(p.is_color), None, self.batch_size,
+            self.dtype, bool(p.shuffle), order_rng, self.describe(), found)
+        if p.rand_skip:
+            skip = int(self.rng.integers(0, int(p.rand_skip)))
+            if skip >= len(lines):
+                raise self.config_error(f"rand_skip drew {skip} but {found} lists only "
+                                        f"{len(lines)} images", "rand_skip")
+            src.position = skip
+        try:
+            self.transformer = DataTransformer(
+                self._transform_param(), self.phase,
+                np.random.default_rng(int(self.rng.integers(0, 2**63))), search_dirs=search)
+        except (ConfigError, DataError) as e:
+            raise type(e)(self._msg(str(e))) from None
+        src.transformer = self.transformer
+        relpath, label = src.peek()
+        first = src.read(relpath, label)
+        try:
+            self._item_shape = self.transformer.infer_shape(*first.shape)
+        except DataError as e:
+            raise self.data_error(f"{found}: first image {relpath!r}: {e}") from None
+        self._consumed = src.state()
+        self._prefetcher = Prefetcher(src, self._prefetch_depth(), name=f"prefetch-{self.name}")
+        self._finalizer = weakref.finalize(self, self._prefetcher.request_stop)
+        self._prefetcher.start()
+
+    def reshape(self, bottom, top):
+        top[0].reshape((self.batch_size,) + tuple(self._item_shape))
+        if len(top) > 1:
+            top[1].reshape((self.batch_size,))
+
+    def forward(self, bottom, top):
+        batch = self._prefetcher.get()
+        if top[0].shape != batch.data.shape:
+            top[0].reshape(batch.data.shape)
+        np.copyto(top[0].data, batch.data, casting="unsafe")
+        if len(top) > 1:
+            np.copyto(top[1].data, batch.label, casting="unsafe")
+        self._consumed = batch.state
+
+    def get_state(self) -> dict:
+        state = super().get_state()
+        state.update(self._consumed)
+        state["source"] = str(self.source)
+        return state
+
+    def set_state(self, state: dict):
+        super().set_state(state)
+        if "position" not in state:
+            return
+        self._prefetcher.stop()
+        self._source.restore(state["position"], state.get("order_rng"))
+        if "transform_rng" in state:
+            self.transformer.set_state(state["transform_rng"])
+        self._consumed = self._source.state()
+        self._prefetcher.start()
+
+    def close(self):
+        pf = getattr(self, "_prefetcher", None)
+        if pf is not None:
+            pf.stop()
+
+
+__all__ = ["InputLayer", "DummyDataLayer", "DataLayer", "ImageDataLayer"]

@@ -143,11 +143,14 @@ def test_encoded_gray_png_native_and_forced():
         np.testing.assert_array_equal(col[c], gray)
 
 
-def test_encoded_rgb_force_gray_matches_pillow():
+def test_encoded_rgb_force_gray_matches_opencv():
     rgb = RNG.integers(0, 256, (5, 5, 3), dtype=np.uint8)
     png = _png(rgb)
     d = decode_datum(encode_datum(None, 0, encoded_bytes=png))
-    want = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    # OpenCV decodes a colour PNG as gray through libpng's rgb_to_gray(0.299, 0.587):
+    # 15-bit fixed point, truncating: (9797 R + 19234 G + 3737 B) >> 15
+    r, g, b = (rgb[..., i].astype(np.int64) for i in range(3))
+    want = ((9797 * r + 19234 * g + 3737 * b) >> 15).astype(np.uint8)
     np.testing.assert_array_equal(datum_to_array(d, force_gray=True), want[None])
     with pytest.raises(DataError, match="cannot both"):
         datum_to_array(d, force_color=True, force_gray=True)
