@@ -150,6 +150,10 @@ def _bottom_hint(name, known):
     return hint
 
 
+def _abs_mean(a) -> float:
+    return float(np.abs(a).sum()) / a.size if a.size else 0.0
+
+
 class Net:
     """A net for one phase. ``blobs`` and ``params`` are name-ordered dicts of Blobs (pycaffe's)."""
 
@@ -242,10 +246,18 @@ class Net:
                 for t in top:
                     logger.info(f"Top shape: {t.name} {t.shape_string}")
         self.layer_dict = OrderedDict(zip(self.layer_names, self.layers))
-        consumed = {b for names in self.bottom_names for b in names}
-        self._outputs = [n for n in self.blobs if n not in consumed]
+        # Caffe's available_blobs: a top stays an output until a later layer reads it (an
+        # in-place layer reads and re-produces it, so its last writer's top counts)
+        available = {}
+        for bnames, tnames in zip(self.bottom_names, self.top_names):
+            for b in bnames:
+                available.pop(b, None)
+            for t in tnames:
+                available[t] = True
+        self._outputs = [n for n in self.blobs if n in available]
         self._setup_params()
         self._setup_backward()
+        self.debug_info = bool(self.param.debug_info)
         if verbose:
             mem = sum(b.count for b in self.blobs.values()) * self.dtype.itemsize
             logger.info(f"Network initialization done ({phase}); memory required for data: "
@@ -395,10 +407,16 @@ class Net:
 
     def _forward_range(self, lo, hi):
         loss = 0.0
+        if self.debug_info:
+            for name in self._inputs:
+                logger.info(f"    [Forward] Input {name} data: "
+                            f"{_abs_mean(self.blobs[name].data):g}")
         for i in range(lo, hi + 1):
             layer, bottom, top = self.layers[i], self.bottom_vecs[i], self.top_vecs[i]
             layer.reshape(bottom, top)
             layer.forward(bottom, top)
+            if self.debug_info:
+                self._forward_debug_info(i)
             for t, w in zip(top, self.loss_weights[i]):
                 if w:
                     loss += w * float(t.data.sum())
@@ -420,6 +438,10 @@ class Net:
             if self.layer_need_backward[i]:
                 self.layers[i].backward(self.top_vecs[i], self.bottom_need_backward[i],
                                         self.bottom_vecs[i])
+                if self.debug_info:
+                    self._backward_debug_info(i)
+        if self.debug_info and start is None and end is None:
+            self._params_debug_info()
         names = list(diffs or []) + self.inputs
         return {n: self.blobs[n].diff for n in dict.fromkeys(names)}
 
@@ -456,6 +478,65 @@ class Net:
     def save(self, path):
         from .weights import save_caffemodel
         save_caffemodel(self, path)
+
+    # --- debug_info: Caffe's per-layer magnitudes (mean absolute value) in the log ---------------
+    def _param_display_name(self, i, j):
+        specs = self.layers[i].layer_param.param
+        return specs[j].name if j < len(specs) and specs[j].name else str(j)
+
+    def _forward_debug_info(self, i):
+        name = self.layer_names[i]
+        for blob_name, t in zip(self.top_names[i], self.top_vecs[i]):
+            logger.info(f"    [Forward] Layer {name}, top blob {blob_name} data: "
+                        f"{_abs_mean(t.data):g}")
+        for j, b in enumerate(self.layers[i].blobs):
+            logger.info(f"    [Forward] Layer {name}, param blob {self._param_display_name(i, j)}"
+                        f" data: {_abs_mean(b.data):g}")
+
+    def _backward_debug_info(self, i):
+        name = self.layer_names[i]
+        for j, (blob_name, b) in enumerate(zip(self.bottom_names[i], self.bottom_vecs[i])):
+            if self.bottom_need_backward[i][j]:
+                logger.info(f"    [Backward] Layer {name}, bottom blob {blob_name} diff: "
+                            f"{_abs_mean(b.diff):g}")
+        specs = self.layers[i].layer_param.param
+        for j, b in enumerate(self.layers[i].blobs):
+            if (specs[j].lr_mult if j < len(specs) else 1.0) != 0:
+                logger.info(f"    [Backward] Layer {name}, param blob {j} diff: "
+                            f"{_abs_mean(b.diff):g}")
+
+    def _params_debug_info(self):
+        ps = self.learnable_params
+        l1 = (sum(float(np.abs(p.data).sum()) for p in ps), sum(float(np.abs(p.diff).sum())
+                                                                 for p in ps))
+        l2 = (np.sqrt(sum(float(np.square(p.data, dtype=np.float64).sum()) for p in ps)),
+              np.sqrt(sum(float(np.square(p.diff, dtype=np.float64).sum()) for p in ps)))
+        logger.info(f"    [Backward] All net params (data, diff): L1 norm = ({l1[0]:g}, "
+                    f"{l1[1]:g}); L2 norm = ({l2[0]:g}, {l2[1]:g})")
+
+    def update_debug_info(self):
+        """Caffe's [Update] lines, logged by the solver once the update values are in the diffs:
+        shared parameters first (diff only), then each owned parameter's data and diff."""
+        learnable = {id(b) for b in self.learnable_params}
+        owner, shared, owned = {}, [], []
+        for i, layer in enumerate(self.layers):
+            for j, b in enumerate(layer.blobs):
+                if id(b) not in learnable:
+                    continue
+                if id(b) in owner:
+                    shared.append((i, j, b))
+                else:
+                    owner[id(b)] = (i, j)
+                    owned.append((i, j, b))
+        for i, j, b in shared:
+            oi, oj = owner[id(b)]
+            logger.info(f"    [Update] Layer {self.layer_names[i]}, param blob "
+                        f"{self._param_display_name(i, j)} (owned by layer {self.layer_names[oi]}, "
+                        f"param {self._param_display_name(oi, oj)}) diff: {_abs_mean(b.diff):g}")
+        for i, j, b in owned:
+            logger.info(f"    [Update] Layer {self.layer_names[i]}, param "
+                        f"{self._param_display_name(i, j)} data: {_abs_mean(b.data):g}; diff: "
+                        f"{_abs_mean(b.diff):g}")
 
     def first_nonfinite(self):
         """(layer name, blob name) of the first top holding NaN or inf, or None."""

@@ -203,3 +203,13 @@ def test_no_layer_in_phase():
     text = "layer:\n  - {name: x, type: Input, top: x, include: {phase: TRAIN}, input_param: {shape: {dim: [1]}}}\n"
     with pytest.raises(ConfigError, match="no layer is included in the TEST phase"):
         build(text, "TEST")
+
+
+def test_outputs_include_blobs_last_written_in_place():
+    text = """\
+layer:
+  - {name: x, type: Input, top: x, input_param: {shape: {dim: [2, 3]}}}
+  - {name: ip, type: InnerProduct, bottom: x, top: h, inner_product_param: {num_output: 2}}
+  - {name: relu, type: ReLU, bottom: h, top: h}
+"""
+    assert build(text, "TEST").outputs == ["h"]
