@@ -388,6 +388,14 @@ class Net:
                               f"{did_you_mean(name, self.layer_dict)}")
         return self.layer_names.index(name)
 
+    def set_input_arrays(self, data, labels):
+        """Hand arrays to the net's first layer, which must be MemoryData (pycaffe's rule)."""
+        first = self.layers[0]
+        if first.type != "MemoryData":
+            raise ConfigError(f"set_input_arrays needs a MemoryData first layer; net "
+                              f"'{self.name}' starts with '{self.layer_names[0]}' ({first.type})")
+        first.set_input_arrays(data, labels)
+
     def forward(self, start=None, end=None, blobs=None, **inputs):
         """Run forward and return {output name: array}; keyword args fill input blobs."""
         for name, value in inputs.items():
