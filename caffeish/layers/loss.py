@@ -1,14 +1,19 @@
-"""Softmax, the loss layers (SoftmaxWithLoss, EuclideanLoss) and Accuracy.
+"""Softmax, the loss layers and Accuracy.
+
+Losses: SoftmaxWithLoss, EuclideanLoss, SigmoidCrossEntropyLoss, HingeLoss, ContrastiveLoss,
+InfogainLoss, MultinomialLogisticLoss.
 
 Loss tops are 0-d blobs (shape ``()``, one element), as in Caffe. A loss layer's backward scales
 its gradient by ``top[0].diff`` (the loss weight the net writes there).
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..config.schema import enum_symbol as _enum_name
-from ..errors import DataError, ShapeError
+from ..errors import ConfigError, DataError, FormatError, ShapeError
 from .base import Layer, register_layer
 
 
@@ -287,3 +292,359 @@ class AccuracyLayer(_AxisMixin, Layer):
         for i, pd in enumerate(propagate_down):
             if pd:
                 bottom[i].diff[...] = 0
+
+
+# --- helpers shared by the losses below -----------------------------------------------------------
+_MODES = ("FULL", "VALID", "BATCH_SIZE", "NONE")
+
+
+def _normalization(layer, default: str) -> str:
+    """loss_param.normalization when set; else the legacy ``normalize`` (true: VALID, false:
+    BATCH_SIZE) when set; else ``default`` (the layer's own, which may differ from the proto's)."""
+    lp = layer.layer_param.loss_param
+    if lp.has("normalization"):
+        mode = _enum_name(lp.normalization, "LossParameter.NormalizationMode")
+    elif lp.has("normalize"):
+        mode = "VALID" if lp.normalize else "BATCH_SIZE"
+    else:
+        mode = default
+    if mode not in _MODES:
+        raise layer.config_error(f"unknown normalization mode {mode!r}")
+    return mode
+
+
+def _normalizer(mode: str, outer: int, inner: int, valid_count: int) -> float:
+    """Caffe's get_normalizer: FULL outer*inner, VALID the counted positions, BATCH_SIZE outer,
+    NONE 1; clamped to >= 1 so a batch with nothing counted gives 0, not NaN."""
+    n = {"FULL": outer * inner, "VALID": valid_count, "BATCH_SIZE": outer, "NONE": 1}[mode]
+    return float(max(1, n))
+
+
+def _ignore_label(layer):
+    lp = layer.layer_param.loss_param
+    has = lp.has("ignore_label")
+    return has, (int(lp.ignore_label) if has else 0)
+
+
+def _refuse_gradient(layer, propagate_down, indices, what="label"):
+    """Caffe's LOG(FATAL) for a gradient asked of an input that cannot take one."""
+    for i in indices:
+        if i < len(propagate_down) and propagate_down[i]:
+            names = list(layer.layer_param.bottom)
+            name = f" '{names[i]}'" if i < len(names) else ""
+            raise layer.config_error(
+                f"cannot backpropagate to its {what} input (bottom[{i}]{name}); set "
+                f"propagate_down: false for it")
+
+
+def _check_class_labels(layer, labels, n_classes, what):
+    """DataError for a label that is not an integer class index in [0, n_classes)."""
+    flat = labels.reshape(-1)
+    with np.errstate(invalid="ignore"):
+        lab = flat.astype(np.int64)
+    bad = (lab < 0) | (lab >= n_classes) | ~np.isfinite(flat)
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise DataError(layer._msg(f"label value {flat[k]:g} at position {k} is outside "
+                                   f"[0, {n_classes}) — {what}"))
+
+
+@register_layer("SigmoidCrossEntropyLoss")
+class SigmoidCrossEntropyLossLayer(LossLayer):
+    """Cross-entropy of sigmoid(x) against targets t in [0, 1], element by element.
+
+    Bottoms: scores x (N, ...) and targets t with the same count. Top: the loss
+    ``sum(max(x, 0) - x t + log(1 + exp(-|x|))) / normalizer`` (the stable form of
+    -t log p - (1 - t) log(1 - p), p = sigmoid(x)).
+    loss_param.ignore_label (when set) skips elements whose int(t) equals it. Normalization:
+    loss_param.normalization when set, else the legacy ``normalize`` (true VALID, false
+    BATCH_SIZE), else BATCH_SIZE (N) — Caffe's default for this layer, not VALID. FULL is
+    N * count/N, VALID the non-ignored count.
+    Backward (to x only): dx = w (p - t) / normalizer, 0 at ignored elements.
+    """
+
+    exact_tops = 1
+    param_field = "loss_param"
+
+    def setup(self, bottom, top):
+        self.has_ignore, self.ignore_label = _ignore_label(self)
+        self.normalization = _normalization(self, "BATCH_SIZE")
+        self.sig = np.zeros(0, self.dtype)
+        self.normalizer = 1.0
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        if bottom[0].count != bottom[1].count:
+            raise self.shape_error(f"inputs must have the same count: scores {bottom[0].shape} "
+                                   f"({bottom[0].count}), targets {bottom[1].shape} "
+                                   f"({bottom[1].count})")
+        self.outer = int(bottom[0].shape[0])
+        self.inner = bottom[0].count_range(1)
+        if self.sig.size != bottom[0].count:
+            self.sig = np.zeros(bottom[0].count, self.dtype)
+
+    def forward(self, bottom, top):
+        loss, count = self.backend.sigmoid_cross_entropy_loss_forward(
+            bottom[0].data.reshape(-1), bottom[1].data.reshape(-1), self.ignore_label,
+            self.has_ignore, self.sig)
+        self.normalizer = _normalizer(self.normalization, self.outer, self.inner, int(count))
+        top[0].data[...] = loss / self.normalizer
+
+    def backward(self, top, propagate_down, bottom):
+        _refuse_gradient(self, propagate_down, (1,))
+        if not propagate_down[0]:
+            return
+        scale = self.dtype.type(_scalar(top[0].diff) / self.normalizer)
+        self.backend.sigmoid_cross_entropy_loss_backward(
+            self.sig, bottom[1].data.reshape(-1), self.ignore_label, self.has_ignore, scale,
+            bottom[0].diff.reshape(-1))
+
+
+@register_layer("HingeLoss")
+class HingeLossLayer(LossLayer):
+    """One-vs-all hinge loss: hinge_loss_param.norm L1 (default) or L2.
+
+    Bottoms: scores x (N, ...) read as N rows of D = count/N, and N integer labels in [0, D).
+    With m[n,j] = max(0, 1 + s x[n,j]), s = -1 at the true class and +1 elsewhere:
+    L1 loss = sum(m) / N, L2 loss = sum(m^2) / N.
+    Backward (to x only): dx[n,j] = w s * (sign(m) for L1, 2 m for L2) / N.
+    """
+
+    exact_tops = 1
+    param_field = "hinge_loss_param"
+
+    def setup(self, bottom, top):
+        self.norm = _enum_name(self.param.norm, "HingeLossParameter.Norm")
+        if self.norm not in ("L1", "L2"):
+            raise self.config_error(f"unknown norm {self.norm!r} (L1 or L2)", "norm")
+        self.margins = np.zeros((0, 0), self.dtype)
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        self.num = int(bottom[0].shape[0])
+        self.dim = bottom[0].count_range(1)
+        if bottom[1].count != self.num:
+            raise self.shape_error(f"needs one label per example: scores {bottom[0].shape} give "
+                                   f"{self.num} examples, labels {bottom[1].shape} hold "
+                                   f"{bottom[1].count}")
+        if self.margins.shape != (self.num, self.dim):
+            self.margins = np.zeros((self.num, self.dim), self.dtype)
+
+    def forward(self, bottom, top):
+        labels = bottom[1].data.reshape(-1)
+        _check_class_labels(self, labels, self.dim,
+                            f"each example has {self.dim} scores (the count per example)")
+        total = self.backend.hinge_loss_forward(bottom[0].data.reshape(self.num, self.dim),
+                                                labels, self.norm == "L2", self.margins)
+        top[0].data[...] = total / self.num
+
+    def backward(self, top, propagate_down, bottom):
+        _refuse_gradient(self, propagate_down, (1,))
+        if not propagate_down[0]:
+            return
+        scale = self.dtype.type(_scalar(top[0].diff) / self.num)
+        self.backend.hinge_loss_backward(self.margins, bottom[1].data.reshape(-1),
+                                         self.norm == "L2", scale,
+                                         bottom[0].diff.reshape(self.num, self.dim))
+
+
+@register_layer("ContrastiveLoss")
+class ContrastiveLossLayer(LossLayer):
+    """Siamese contrastive loss (Hadsell et al. 2006); contrastive_loss_param margin 1,
+    legacy_version false.
+
+    Bottoms: a and b (N, C) (or (N, C, 1, 1)), and N similarity labels y (similar when
+    int(y) != 0). With d = |a_n - b_n|: loss = sum_n (y d^2 + (1 - y) max(margin - d, 0)^2)
+    / (2N); legacy_version uses max(margin - d^2, 0) for dissimilar pairs instead.
+    Backward to a and b (labels take none): similar pairs w (a - b) / N; dissimilar pairs with
+    margin - d > 0 get -w (margin - d) / (d + 1e-4) (a - b) / N (legacy: -w (a - b) / N),
+    others 0; b's gradient is the negative of a's. (The 1e-4 is Caffe's.)
+    """
+
+    exact_bottoms = 3
+    exact_tops = 1
+    param_field = "contrastive_loss_param"
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != 2
+
+    def setup(self, bottom, top):
+        self.margin = float(self.param.margin)
+        self.legacy = bool(self.param.legacy_version)
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        a, b, y = bottom
+        self.num = int(a.shape[0])
+        self.chans = a.count_range(1)
+        if b.count_range(1) != self.chans or a.count_range(2) != 1 or b.count_range(2) != 1:
+            raise self.shape_error(f"a and b must both be (N, C) or (N, C, 1, 1) with the same "
+                                   f"C, got {a.shape} and {b.shape}")
+        if y.num_axes == 0 or y.shape[0] != self.num or y.count != self.num:
+            raise self.shape_error(f"needs one similarity label per pair: {self.num} pairs, "
+                                   f"labels {y.shape}")
+        if getattr(self, "diff", None) is None or self.diff.shape != (self.num, self.chans):
+            self.diff = np.zeros((self.num, self.chans), self.dtype)
+            self.dist_sq = np.zeros(self.num, self.dtype)
+
+    def forward(self, bottom, top):
+        total = self.backend.contrastive_loss_forward(
+            bottom[0].data.reshape(self.num, self.chans),
+            bottom[1].data.reshape(self.num, self.chans), bottom[2].data.reshape(-1),
+            self.margin, self.legacy, self.diff, self.dist_sq)
+        top[0].data[...] = total / self.num / 2.0
+
+    def backward(self, top, propagate_down, bottom):
+        _refuse_gradient(self, propagate_down, (2,), "similarity label")
+        w = _scalar(top[0].diff)
+        for i, sign in ((0, 1.0), (1, -1.0)):
+            if propagate_down[i]:
+                alpha = self.dtype.type(sign * w / self.num)
+                self.backend.contrastive_loss_backward(
+                    self.diff, self.dist_sq, bottom[2].data.reshape(-1), self.margin,
+                    self.legacy, alpha, bottom[i].diff.reshape(self.num, self.chans))
+
+
+@register_layer("InfogainLoss")
+class InfogainLossLayer(_AxisMixin, LossLayer):
+    """Softmax + log loss weighted by an infogain matrix H (C x C): SoftmaxWithLoss when H = I.
+
+    Bottoms: scores x with C classes at infogain_loss_param.axis (default 1), outer*inner
+    integer labels, and optionally H as a third bottom; without it H is read from
+    infogain_loss_param.source (a .binaryproto, looked up in the current directory, then beside
+    the net file). As in current Caffe, x are raw scores: p = softmax(x) along the axis.
+    Top 0: ``-sum over positions of sum_c H[label, c] log(max(p_c, 1e-20)) / normalizer``;
+    optional top 1: p. loss_param.ignore_label skips positions; normalization (default VALID)
+    as in SoftmaxWithLoss; the legacy ``normalize`` field is an error here, as in Caffe.
+    Backward reaches x only: dx_c = w (p_c sum_l H[label, l] - H[label, c]) / normalizer.
+    """
+
+    min_bottoms = 2
+    max_bottoms = 3
+    exact_bottoms = None
+    min_tops = 1
+    max_tops = 2
+    param_field = "infogain_loss_param"
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index == 0
+
+    def setup(self, bottom, top):
+        lp = self.layer_param.loss_param
+        if lp.has("normalize"):
+            w = lp.where("normalize") or self.where()
+            raise ConfigError(f"{w + ': ' if w else ''}{self.describe()}: loss_param.normalize "
+                              f"is deprecated for InfogainLoss; use normalization")
+        self.has_ignore, self.ignore_label = _ignore_label(self)
+        self.normalization = _normalization(self, "VALID")
+        self.infogain = None
+        if len(bottom) < 3:
+            self.infogain = self._read_matrix()
+        self.prob = None
+        self.valid_count = 0
+
+    def _read_matrix(self):
+        from ..data.transformer import resolve_path
+        from ..io.formats import read_binaryproto
+        if not self.param.has("source"):
+            raise self.config_error("the infogain matrix must be given: set "
+                                    "infogain_loss_param.source or add H as a third bottom",
+                                    "source")
+        src = self.layer_param.src
+        net_dir = Path(src[0]).resolve().parent if src and src[0] else None
+        found, tried = resolve_path(self.param.source, [net_dir] if net_dir else [])
+        if found is None:
+            raise DataError(self._msg(f"infogain matrix {self.param.source!r} not found; tried "
+                                      + ", ".join(str(t) for t in tried), "source"))
+        try:
+            return read_binaryproto(found).astype(self.dtype)
+        except FormatError as e:
+            raise FormatError(self._msg(f"infogain matrix: {e}", "source")) from None
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        self.axis, self.outer, self.channels, self.inner = self._split(
+            bottom[0], self.param.axis, self.param, "axis")
+        self._check_labels(bottom[1], self.outer, self.inner, what="infogain axis")
+        h = bottom[2].data if len(bottom) >= 3 else self.infogain
+        c = self.channels
+        if h.size != c * c:
+            origin = "bottom[2]" if len(bottom) >= 3 else repr(self.param.source)
+            raise self.shape_error(f"the infogain matrix ({origin}, shape {h.shape}) must hold "
+                                   f"{c} x {c} = {c * c} values for {c} classes")
+        if self.prob is None or self.prob.shape != bottom[0].shape or \
+                self.prob.dtype != self.dtype:
+            self.prob = np.zeros(bottom[0].shape, self.dtype)
+        if len(top) >= 2:
+            top[1].reshape(bottom[0].shape)
+
+    def _view(self, a):
+        return a.reshape(self.outer, self.channels, self.inner)
+
+    def _matrix(self, bottom):
+        h = bottom[2].data if len(bottom) >= 3 else self.infogain
+        return h.reshape(self.channels, self.channels)
+
+    def forward(self, bottom, top):
+        be = self.backend
+        labels = bottom[1].data.reshape(self.outer, self.inner)
+        self._validate_label_values(labels, self.channels, self.has_ignore, self.ignore_label)
+        prob = self._view(self.prob)
+        be.softmax_forward(self._view(bottom[0].data), prob)
+        loss, count = be.infogain_loss_forward(prob, labels, self._matrix(bottom),
+                                               self.ignore_label, self.has_ignore)
+        self.valid_count = int(count)
+        top[0].data[...] = loss / _normalizer(self.normalization, self.outer, self.inner,
+                                              self.valid_count)
+        if len(top) >= 2:
+            be.blob_copy(self.prob.reshape(-1), top[1].data.reshape(-1))
+
+    def backward(self, top, propagate_down, bottom):
+        _refuse_gradient(self, propagate_down, (1,))
+        _refuse_gradient(self, propagate_down, (2,), "infogain matrix")
+        if not propagate_down[0]:
+            return
+        scale = _scalar(top[0].diff) / _normalizer(self.normalization, self.outer, self.inner,
+                                                   self.valid_count)
+        self.backend.infogain_loss_backward(
+            self._view(self.prob), bottom[1].data.reshape(self.outer, self.inner),
+            self._matrix(bottom), self.ignore_label, self.has_ignore, self.dtype.type(scale),
+            self._view(bottom[0].diff))
+
+
+@register_layer("MultinomialLogisticLoss")
+class MultinomialLogisticLossLayer(LossLayer):
+    """Log loss on probabilities: loss = -sum_n log(max(p[n, label_n], 1e-20)) / N.
+
+    Bottoms: p (N, ...) read as N rows of D = count/N probabilities (e.g. a Softmax output),
+    and N integer labels in [0, D). Backward (to p only): dp[n, label_n] =
+    -w / (N max(p[n, label_n], 1e-20)), 0 elsewhere.
+    """
+
+    exact_tops = 1
+
+    def reshape(self, bottom, top):
+        super().reshape(bottom, top)
+        self.num = int(bottom[0].shape[0])
+        self.dim = bottom[0].count_range(1)
+        if bottom[1].count != self.num:
+            raise self.shape_error(f"needs one label per example: probabilities "
+                                   f"{bottom[0].shape} give {self.num} examples, labels "
+                                   f"{bottom[1].shape} hold {bottom[1].count}")
+
+    def forward(self, bottom, top):
+        labels = bottom[1].data.reshape(-1)
+        _check_class_labels(self, labels, self.dim,
+                            f"each example has {self.dim} probabilities (the count per example)")
+        loss = self.backend.multinomial_logistic_loss_forward(
+            bottom[0].data.reshape(self.num, self.dim), labels)
+        top[0].data[...] = loss / self.num
+
+    def backward(self, top, propagate_down, bottom):
+        _refuse_gradient(self, propagate_down, (1,))
+        if not propagate_down[0]:
+            return
+        scale = self.dtype.type(-_scalar(top[0].diff) / self.num)
+        self.backend.multinomial_logistic_loss_backward(
+            bottom[0].data.reshape(self.num, self.dim), bottom[1].data.reshape(-1), scale,
+            bottom[0].diff.reshape(self.num, self.dim))
