@@ -22,6 +22,12 @@ from .blob import Blob  # noqa: E402,F401
 from .errors import CaffeishError, ConfigError, DataError, FormatError, ShapeError  # noqa: E402,F401
 from .net import Net  # noqa: E402,F401
 from .solvers import Solver, get_solver  # noqa: E402,F401
+from .solvers.adaptive import (AdaDeltaSolver, AdaGradSolver, AdamSolver,  # noqa: E402,F401
+                               NesterovSolver, RMSPropSolver)
+from .solvers.sgd import SGDSolver  # noqa: E402,F401
+from .layers.python_layer import PythonLayer  # noqa: E402,F401
+
+Layer = PythonLayer  # pycaffe users subclass caffe.Layer
 
 TRAIN, TEST = "TRAIN", "TEST"
 

@@ -45,6 +45,17 @@ class Blob:
         s = self.shape[start:end]
         return int(np.prod(s)) if s else 1
 
+    def _legacy(self, i):
+        if self.num_axes > 4:
+            raise ShapeError(f"blob {self.name!r} has {self.num_axes} axes; num/channels/height/"
+                             f"width describe at most 4")
+        return self.shape[i] if i < self.num_axes else 1  # Caffe's LegacyShape
+
+    num = property(lambda self: self._legacy(0), doc="shape[0] of the legacy 4-D view")
+    channels = property(lambda self: self._legacy(1), doc="shape[1] of the legacy 4-D view")
+    height = property(lambda self: self._legacy(2), doc="shape[2] of the legacy 4-D view")
+    width = property(lambda self: self._legacy(3), doc="shape[3] of the legacy 4-D view")
+
     def canonical_axis(self, axis: int) -> int:
         n = self.num_axes
         if not -n <= axis < max(n, 1):
@@ -55,8 +66,11 @@ class Blob:
     def shape_string(self) -> str:
         return " ".join(str(s) for s in self.shape) + f" ({self.count})"
 
-    def reshape(self, shape):
-        """Set the shape; contents are kept only when the shape is unchanged."""
+    def reshape(self, *shape):
+        """Set the shape (``reshape((2, 3))`` or pycaffe's ``reshape(2, 3)``); contents are kept
+        only when the shape is unchanged."""
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = shape[0]
         shape = tuple(int(s) for s in shape)
         if shape == self._data.shape:
             return self

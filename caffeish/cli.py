@@ -215,6 +215,8 @@ def data_mnist(out_dir, from_dir, overwrite):
 def _add_commands():
     from .commands import export_cmd, import_cmd
     from .commands.data_cmds import fashion_mnist_cmd, inspect_cmd
+    from .commands.gradcheck import gradcheck_cmd
+    main.add_command(gradcheck_cmd)
     main.add_command(import_cmd)
     main.add_command(export_cmd)
     data.add_command(inspect_cmd)

@@ -161,6 +161,8 @@ class Net:
                  dtype=np.float32, seed=None, state: Msg | None = None, verbose=False):
         import caffeish.config  # noqa: F401
         from .layers import layer_class
+        if isinstance(phase, str) and phase.upper() not in PHASES and weights in PHASES + (0, 1):
+            phase, weights = weights, phase  # pycaffe's Net(model, weights, phase) order
         phase = phase.upper() if isinstance(phase, str) else PHASES[int(phase)]
         if phase not in PHASES:
             raise ConfigError(f"phase must be TRAIN or TEST, got {phase!r}")
@@ -387,6 +389,11 @@ class Net:
             raise ConfigError(f"no layer named {name!r} in net '{self.name}'"
                               f"{did_you_mean(name, self.layer_dict)}")
         return self.layer_names.index(name)
+
+    def reshape(self):
+        """Re-run every layer's reshape (after changing an input blob's shape), as pycaffe."""
+        for layer, bottom, top in zip(self.layers, self.bottom_vecs, self.top_vecs):
+            layer.reshape(bottom, top)
 
     def set_input_arrays(self, data, labels):
         """Hand arrays to the net's first layer, which must be MemoryData (pycaffe's rule)."""

@@ -1,3 +1,3 @@
 """Solvers: the training loop and the update rules."""
-from . import sgd  # noqa: F401
+from . import adaptive, sgd  # noqa: F401
 from .solver import SOLVER_TYPES, Solver, get_solver, register_solver  # noqa: F401

@@ -85,7 +85,9 @@ class Solver:
     type = "?"
     n_history_sets = 1
 
-    def __init__(self, param: Msg, stages=(), level=0, weights=None, log_every=None):
+    def __init__(self, param, stages=(), level=0, weights=None):
+        import caffeish.config  # noqa: F401
+        param = load_solver_param(param)
         self.param = param
         self.file = param.src[0] if param.src else None
         self.base_dir = os.path.dirname(os.path.abspath(self.file)) if self.file else os.getcwd()
@@ -257,6 +259,8 @@ class Solver:
             self.normalize(i)
             self.regularize(i)
             self.compute_update_value(i, rate)
+        if self.net.debug_info:
+            self.net.update_debug_info()
         for p in self.net.learnable_params:
             p.data[...] -= p.diff
 
@@ -278,6 +282,7 @@ class Solver:
                 if self.requested == "stop":
                     break
             display = p.display and self.iter % p.display == 0
+            self.net.debug_info = bool(display and (p.debug_info or self.net.param.debug_info))
             loss = 0.0
             for _ in range(p.iter_size):
                 loss += self.net.forward_backward()
@@ -314,6 +319,7 @@ class Solver:
                     self.requested = None
             if self.requested == "stop":
                 break
+        self.net.debug_info = bool(self.net.param.debug_info)
 
     def _record_lr(self):
         if self.metrics and self.metrics[-1].get("kind") == "train":
