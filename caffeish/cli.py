@@ -10,6 +10,7 @@ import time
 import click
 
 from .errors import CaffeishError
+from .commands.tools_cmds import TOOL_COMMANDS, progress_option, run_dir_option, set_option
 from .log import logger, setup_logging
 
 
@@ -85,31 +86,28 @@ def main():
 @click.option("--sighup_effect", default="snapshot",
               type=click.Choice(["stop", "snapshot", "none"]), help="What SIGHUP does.")
 @click.option("--log", "logfile", default=None, help="Also write the log to this file.")
+@set_option
+@run_dir_option
+@progress_option
 @_handle_errors
-def train(solver, weights, snapshot, gpu, stage, level, sigint_effect, sighup_effect, logfile):
-    """Train or finetune a model (Caffe's `caffe train`).
+def train(solver, weights, snapshot, gpu, stage, level, sigint_effect, sighup_effect, logfile,
+          overrides, run_dir, progress):
+    """Train or finetune a model (Caffe's `caffe train`); every run keeps a run directory.
 
     \b
     caffeish train --solver configs/mnist/lenet_solver.yaml
     caffeish train --solver s.yaml --snapshot lenet_iter_5000.solverstate
     caffeish train --solver s.yaml --weights lenet_iter_10000.caffemodel
+    caffeish train --solver s.yaml --set base_lr=0.05 \\
+        --set layer.conv1.convolution_param.num_output=32
     """
-    setup_logging(logfile=logfile)
-    from .solvers import get_solver
-    from .solvers.solver import load_solver_param
-    if snapshot and weights:
-        raise CaffeishError("give either --snapshot (resume) or --weights (finetune), not both")
-    param = load_solver_param(solver)
-    _select_mode(gpu, param.solver_mode if param.has("solver_mode") else None)
+    from .tools.rundir import run_training
     w = [x for x in (weights or "").split(",") if x]
-    s = get_solver(param, stages=_stages(stage), level=level, weights=w)
-    s.sigint_effect, s.sighup_effect = sigint_effect, sighup_effect
-    try:
-        s.solve(resume_file=snapshot)
-    finally:
-        s.net.close()
-        for n in s.test_nets:
-            n.close()
+    run_training(solver, overrides, run_dir=run_dir, weights=w, snapshot=snapshot,
+                 stages=_stages(stage), level=level, sigint_effect=sigint_effect,
+                 sighup_effect=sighup_effect, logfile=logfile, progress=progress,
+                 on_param=lambda p: _select_mode(gpu, p.solver_mode if p.has("solver_mode")
+                                                 else None))
 
 
 @main.command()
@@ -219,6 +217,8 @@ def _add_commands():
     main.add_command(gradcheck_cmd)
     main.add_command(import_cmd)
     main.add_command(export_cmd)
+    for cmd in TOOL_COMMANDS:
+        main.add_command(cmd)
     data.add_command(inspect_cmd)
     data.add_command(fashion_mnist_cmd)
 

@@ -27,12 +27,19 @@ class _Ctx:
 
     def error(self, node, message):
         line = node.start_mark.line + 1 if node is not None else None
-        loc = f"{self.file}:{line}" if line else str(self.file)
+        file = _node_file(node, self)
+        loc = f"{file}:{line}" if line and not file.startswith("--set ") else str(file)
         ctx = f"{self.context}: " if self.context else ""
         return ConfigError(f"{loc}: {ctx}{message}")
 
     def with_context(self, context):
         return _Ctx(self.file, context)
+
+
+def _node_file(node, ctx) -> str:
+    """The file a node was read from (compose.py names marks after files), else ctx.file."""
+    name = getattr(getattr(node, "start_mark", None), "name", None)
+    return name if name and not name.startswith("<") else str(ctx.file)
 
 
 _constructor = yaml.constructor.SafeConstructor()
@@ -125,7 +132,8 @@ def message_from_node(node, mdef: MessageDef, ctx: _Ctx, path_prefix="") -> Msg:
                               f"{mdef.name} fields, got {node.value!r}"
                         if isinstance(node, yaml.ScalarNode) else
                         f"'{path_prefix or mdef.name}' must be a mapping, got a list")
-    msg = Msg(mdef, src=(ctx.file, node.start_mark.line + 1), context=ctx.context)
+    file = _node_file(node, ctx)
+    msg = Msg(mdef, src=(file, node.start_mark.line + 1), context=ctx.context)
     seen = {}
     for knode, vnode in node.value:
         key = knode.value
@@ -133,7 +141,8 @@ def message_from_node(node, mdef: MessageDef, ctx: _Ctx, path_prefix="") -> Msg:
         if not isinstance(knode, yaml.ScalarNode):
             raise ctx.error(knode, "mapping keys must be plain field names")
         if key == "_base_" or key == "_delete_":
-            raise ctx.error(knode, f"'{key}' is not supported in this file")
+            raise ctx.error(knode, f"'{key}' is only allowed at the top of a file ('_base_') or"
+                                   f" in a file that extends another with _base_ ('_delete_')")
         field = mdef.fields.get(key)
         if field is None:
             raise ctx.error(knode, f"unknown field '{path}'{did_you_mean(key, mdef.fields)}"
@@ -141,7 +150,7 @@ def message_from_node(node, mdef: MessageDef, ctx: _Ctx, path_prefix="") -> Msg:
         if key in seen:
             raise ctx.error(knode, f"field '{path}' is given twice (first on line {seen[key]})")
         seen[key] = knode.start_mark.line + 1
-        line = knode.start_mark.line + 1
+        line = knode.start_mark.line + 1 if _node_file(knode, ctx) == file else None
         if field.repeated:
             items = vnode.value if isinstance(vnode, yaml.SequenceNode) else [vnode]
             if isinstance(vnode, yaml.ScalarNode) and vnode.tag.endswith(":null"):
@@ -196,7 +205,8 @@ def compose_text(text, path="<string>"):
 def load_message(path, message_name: str) -> Msg:
     """Read a YAML file into a validated ``message_name`` message (e.g. 'NetParameter')."""
     import caffeish.config  # noqa: F401
-    node = compose_file(path)
+    from .compose import load_node
+    node = load_node(path)
     if node is None:
         raise ConfigError(f"{path}: the file is empty; expected a {message_name} mapping")
     return message_from_node(node, MESSAGES[message_name], _Ctx(os.fspath(path)))
@@ -204,7 +214,8 @@ def load_message(path, message_name: str) -> Msg:
 
 def parse_message(text: str, message_name: str, path="<string>") -> Msg:
     import caffeish.config  # noqa: F401
-    node = compose_text(text, path)
+    from .compose import compose_with_bases
+    node = compose_with_bases(text, path)
     if node is None:
         return Msg(MESSAGES[message_name], src=(path, 1))
     return message_from_node(node, MESSAGES[message_name], _Ctx(path))
