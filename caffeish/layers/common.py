@@ -1,9 +1,9 @@
-"""Common (weight) layers: InnerProduct."""
+"""Common (weight) layers: InnerProduct, Embed."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ShapeError
+from ..errors import DataError, ShapeError
 from .base import Layer, register_layer
 
 
@@ -92,3 +92,81 @@ class InnerProductLayer(Layer):
         if propagate_down[0]:
             dx = bottom[0].diff.reshape(self.M, self.K)
             be.gemm(dy, w.data, out=dx, trans_b=self.transpose)
+
+
+@register_layer("Embed")
+class EmbedLayer(Layer):
+    """A lookup table: each bottom value is an index into the rows of the weights.
+
+    embed_param: num_output N, input_dim K (both required), bias_term (default true),
+    weight_filler, bias_filler. Blobs (Caffe's order): weights (K, N), bias (N,). Bottom of any
+    shape holding whole numbers in [0, K) stored as floats (anything else is a DataError naming
+    the position); top shape ``bottom.shape + (N,)``, ``top[..., :] = W[index] + b``.
+    Gradients go to the weights (rows accumulate over repeated indices) and the bias only; the
+    indices get none (zeros when asked; Caffe refuses), and force_backward skips them.
+    """
+
+    exact_bottoms = 1
+    exact_tops = 1
+    param_field = "embed_param"
+
+    def allow_force_backward(self, bottom_index):
+        return False
+
+    def setup(self, bottom, top):
+        p = self.param
+        for field in ("num_output", "input_dim"):
+            if not p.has(field) or int(getattr(p, field)) < 1:
+                raise self.config_error(f"embed_param.{field} must be set to a positive number",
+                                        field)
+        self.num_output = int(p.num_output)
+        self.input_dim = int(p.input_dim)
+        self.bias_term = bool(p.bias_term)
+        wshape = (self.input_dim, self.num_output)
+        if self.blobs:
+            if tuple(self.blobs[0].shape) != wshape:
+                raise self.shape_error(f"incorrect weight shape: expected {wshape}, got "
+                                       f"{tuple(self.blobs[0].shape)}")
+            return
+        self.blobs.append(self.new_param_blob(wshape, p.weight_filler))
+        if self.bias_term:
+            self.blobs.append(self.new_param_blob((self.num_output,), p.bias_filler))
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        if top[0] is b:
+            raise self.config_error("cannot run in place")
+        top[0].reshape(tuple(b.shape) + (self.num_output,))
+        self.M = b.count
+        idx = getattr(self, "_idx", None)
+        if idx is None or idx.shape[0] != self.M:
+            self._idx = np.zeros(self.M, np.int64)
+        if self.bias_term:
+            bm = getattr(self, "_bias_multiplier", None)
+            if bm is None or bm.shape[0] != self.M or bm.dtype != self.dtype:
+                self._bias_multiplier = np.ones((self.M, 1), self.dtype)
+
+    def forward(self, bottom, top):
+        be = self.backend
+        x = bottom[0].data.reshape(-1)
+        pos = be.float_indices(x, self.input_dim, True, self._idx)
+        if pos >= 0:
+            name = self.layer_param.bottom[0] if self.layer_param.bottom else "bottom[0]"
+            raise DataError(self._msg(
+                f"input {x[pos]!r} at position {pos} of bottom '{name}' is not a whole number "
+                f"in [0, input_dim = {self.input_dim})"))
+        y = top[0].data.reshape(self.M, self.num_output)
+        be.gather_rows(self.blobs[0].data, self._idx, y)
+        if self.bias_term:
+            be.gemm(self._bias_multiplier, self.blobs[1].data.reshape(1, self.num_output),
+                    out=y, beta=1.0)
+
+    def backward(self, top, propagate_down, bottom):
+        be = self.backend
+        dy = top[0].diff.reshape(self.M, self.num_output)
+        be.scatter_add_rows(dy, self._idx, True, self.blobs[0].diff)
+        if self.bias_term:
+            be.gemm(self._bias_multiplier, dy, out=self.blobs[1].diff.reshape(1, self.num_output),
+                    trans_a=True, beta=1.0)
+        if propagate_down[0]:
+            be.blob_set(self.dtype.type(0), bottom[0].diff.reshape(-1))

@@ -1,13 +1,16 @@
-"""Structure layers: Split, Concat, Eltwise, Flatten, Reshape.
+"""Structure layers: Split, Concat, Eltwise, Flatten, Reshape, Slice, Tile, Reduction, ArgMax,
+Silence, Filter, BatchReindex, Parameter.
 
-None of them may run in place. Split, Flatten and Reshape (and Concat with a single bottom) move
-no data: their tops share the bottom's data array, as in Caffe, so writing into such a top writes
-into the bottom.
+None of them may run in place. Split, Flatten and Reshape (and Concat with a single bottom, Slice
+with a single top, Parameter) move no data: their tops share the bottom's (or the parameter's)
+data array, as in Caffe, so writing into such a top writes into the bottom.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from ..config.schema import enum_symbol
+from ..errors import DataError, ShapeError
 from .base import Layer, register_layer
 
 
@@ -375,3 +378,476 @@ class ReshapeLayer(_ViewLayer):
                 f"bottom shape {_shape_str(b.shape)} ({b.count} elements) cannot be reshaped "
                 f"to {_shape_str(shape)} ({count} elements)", "shape")
         return shape
+
+
+def _canonical(layer, blob, axis, field):
+    try:
+        return blob.canonical_axis(int(axis))
+    except ShapeError as e:
+        raise layer.config_error(f"bad {field}: {e}", field) from None
+
+
+def _index_error(layer, name, values, pos, upper, what):
+    v = values.reshape(-1)[pos]
+    return DataError(layer._msg(f"{what} {v!r} at position {pos} of bottom '{name}' is not an "
+                                f"integer in [0, {upper})"))
+
+
+@register_layer("Slice")
+class SliceLayer(Layer):
+    """Cuts its bottom along one axis into several tops (the inverse of Concat).
+
+    slice_param.axis (default 1, negative counts from the end) or the legacy slice_dim (used when
+    set; both set is an error). slice_point (repeated, strictly increasing, one fewer than the
+    tops) gives the cut positions; without it the axis is split into equal parts (the number of
+    tops must divide it). Backward writes each top's diff back into its block of the bottom diff.
+    With a single top, the top shares the bottom's data.
+    """
+
+    exact_bottoms = 1
+    min_tops = 1
+    param_field = "slice_param"
+
+    def setup(self, bottom, top):
+        p = self.param
+        if p.has("axis") and p.has("slice_dim"):
+            raise self.config_error("set either axis or slice_dim (deprecated), not both",
+                                    "slice_dim")
+        self.points = [int(v) for v in p.slice_point]
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        if any(t is b for t in top):
+            raise self.config_error("cannot run in place")
+        p = self.param
+        n = b.num_axes
+        if p.has("slice_dim"):
+            axis = int(p.slice_dim)
+            if axis >= n:
+                raise self.config_error(f"slice_dim {axis} is out of range for bottom "
+                                        f"{_shape_str(b.shape)} ({n} axes)", "slice_dim")
+        else:
+            axis = _canonical(self, b, p.axis, "axis")
+        self.axis = axis
+        size = b.shape[axis]
+        if self.points:
+            if len(self.points) != len(top) - 1:
+                raise self.config_error(
+                    f"{len(self.points)} slice_point(s) for {len(top)} tops; give one fewer "
+                    f"slice_point than tops", "slice_point")
+            if len(top) > size:
+                raise self.shape_error(f"{len(top)} tops cannot slice axis {axis} of bottom "
+                                       f"{_shape_str(b.shape)} (size {size})", "slice_point")
+            sizes, prev = [], 0
+            for pt in self.points:
+                if pt <= prev:
+                    raise self.config_error(f"slice_point {self.points} must be strictly "
+                                            f"increasing and positive", "slice_point")
+                sizes.append(pt - prev)
+                prev = pt
+            if prev > size:
+                raise self.shape_error(f"slice_point {self.points} goes beyond axis {axis} of "
+                                       f"bottom {_shape_str(b.shape)} (size {size})",
+                                       "slice_point")
+            sizes.append(size - prev)
+        else:
+            if size % len(top):
+                raise self.shape_error(
+                    f"number of top blobs ({len(top)}) should evenly divide the slice axis "
+                    f"{axis} of bottom {_shape_str(b.shape)} (size {size})")
+            sizes = [size // len(top)] * len(top)
+        self.sizes = sizes
+        if len(top) == 1:
+            top[0].set_data_array(b.data)
+            return
+        for t, sz in zip(top, sizes):
+            shape = list(b.shape)
+            shape[axis] = sz
+            t.reshape(shape)
+
+    def forward(self, bottom, top):
+        b = bottom[0]
+        if len(top) == 1:
+            top[0].set_data_array(b.data)
+            return
+        outer = b.count_range(0, self.axis)
+        inner_b = b.count_range(self.axis)
+        src = _flat(b.data)
+        offset = 0
+        for t in top:
+            inner = t.count_range(self.axis)
+            self.backend.concat_copy_out(src, outer, inner, inner_b, offset, _flat(t.data))
+            offset += inner
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        b = bottom[0]
+        if len(top) == 1:
+            b.share_diff(top[0])
+            return
+        outer = b.count_range(0, self.axis)
+        inner_b = b.count_range(self.axis)
+        out = _flat(b.diff)
+        offset = 0
+        for t in top:
+            inner = t.count_range(self.axis)
+            self.backend.concat_copy_in(_flat(t.diff), outer, inner, inner_b, offset, out)
+            offset += inner
+
+
+@register_layer("Tile")
+class TileLayer(Layer):
+    """Repeats the bottom ``tiles`` times along ``axis`` (tile_param; axis default 1).
+
+    Top shape: bottom's with ``shape[axis] *= tiles``; the whole block from ``axis`` on is
+    repeated, so (N, C) tiled 2x on axis 1 gives rows ``[x, x]``. Backward sums the copies.
+    """
+
+    exact_bottoms = 1
+    exact_tops = 1
+    param_field = "tile_param"
+
+    def setup(self, bottom, top):
+        p = self.param
+        if not p.has("tiles"):
+            raise self.config_error("tile_param.tiles (the number of copies) must be given",
+                                    "tiles")
+        self.tiles = int(p.tiles)
+        if self.tiles <= 0:
+            raise self.config_error(f"number of tiles must be positive, got {self.tiles}",
+                                    "tiles")
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        if top[0] is b:
+            raise self.config_error("cannot run in place")
+        axis = _canonical(self, b, self.param.axis, "axis")
+        shape = list(b.shape)
+        shape[axis] *= self.tiles
+        top[0].reshape(shape)
+        self.outer = b.count_range(0, axis)
+        self.inner = b.count_range(axis)
+
+    def forward(self, bottom, top):
+        self.backend.tile_forward(bottom[0].data.reshape(self.outer, self.inner), self.tiles,
+                                  top[0].data.reshape(self.outer, self.tiles * self.inner))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            self.backend.tile_backward(
+                top[0].diff.reshape(self.outer, self.tiles * self.inner), self.tiles,
+                bottom[0].diff.reshape(self.outer, self.inner))
+
+
+_REDUCTION_OPS = {"SUM": 1, "ASUM": 2, "SUMSQ": 3, "MEAN": 4}
+
+
+@register_layer("Reduction")
+class ReductionLayer(Layer):
+    """Reduces every axis from ``axis`` on to one number: top shape = bottom.shape[:axis].
+
+    reduction_param: operation SUM (default) / ASUM (sum of |x|) / SUMSQ (sum of x^2) / MEAN,
+    axis (default 0: the whole blob to a scalar of shape ()), coeff (default 1) scales the
+    result. Gradients: SUM coeff, MEAN coeff/count, ASUM coeff*sign(x) (0 at 0), SUMSQ
+    2*coeff*x, each times the top diff.
+    """
+
+    exact_bottoms = 1
+    exact_tops = 1
+    param_field = "reduction_param"
+
+    def setup(self, bottom, top):
+        name = enum_symbol(self.param.operation, "ReductionParameter.ReductionOp")
+        if name not in _REDUCTION_OPS:
+            raise self.config_error(f"unknown reduction operation {name!r}", "operation")
+        self.op = _REDUCTION_OPS[name]
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        if top[0] is b:
+            raise self.config_error("cannot run in place")
+        axis = _canonical(self, b, self.param.axis, "axis")
+        top[0].reshape(b.shape[:axis])
+        self.num = b.count_range(0, axis)
+        self.dim = b.count_range(axis)
+        coeff = float(self.param.coeff)
+        if self.op == 4:
+            coeff /= self.dim
+        self.coeff = coeff
+
+    def forward(self, bottom, top):
+        self.backend.reduce_forward(bottom[0].data.reshape(self.num, self.dim), self.op,
+                                    self.coeff, top[0].data.reshape(self.num))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[0]:
+            self.backend.reduce_backward(bottom[0].data.reshape(self.num, self.dim),
+                                         top[0].diff.reshape(self.num), self.op, self.coeff,
+                                         bottom[0].diff.reshape(self.num, self.dim))
+
+
+@register_layer("ArgMax")
+class ArgMaxLayer(Layer):
+    """The indices (and optionally values) of the top_k largest entries.
+
+    argmax_param: top_k (default 1), out_max_val (default false), axis (unset by default).
+    Without axis, each item's entries after the first axis are searched as one flat vector; the
+    top has max(num_axes, 3) axes: ``(N, 1, top_k, 1...)`` of indices, or with out_max_val
+    ``(N, 2, top_k, 1...)`` holding the indices then the values. With axis, the search runs along
+    that axis and the top is the bottom's shape with ``shape[axis] = top_k``, holding the values
+    when out_max_val, else the indices. Order: descending (value, index) pairs, so ties list the
+    larger index first (Caffe's partial_sort with std::greater). Indices are written as floats.
+
+    Caffe has no backward here. This one gives the exact gradient: zero through indices, the
+    top diff routed to the chosen entries through values.
+    """
+
+    exact_bottoms = 1
+    exact_tops = 1
+    param_field = "argmax_param"
+
+    def allow_force_backward(self, bottom_index):
+        return False
+
+    def setup(self, bottom, top):
+        p = self.param
+        self.top_k = int(p.top_k)
+        self.out_max_val = bool(p.out_max_val)
+        self.has_axis = p.has("axis")
+        if self.top_k < 1:
+            raise self.config_error(f"top_k must not be less than 1, got {self.top_k}", "top_k")
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        if top[0] is b:
+            raise self.config_error("cannot run in place")
+        if b.num_axes < 1:
+            raise self.shape_error("bottom must have at least one axis")
+        if self.has_axis:
+            axis = _canonical(self, b, self.param.axis, "axis")
+            dim = b.shape[axis]
+            if self.top_k > dim:
+                raise self.config_error(
+                    f"top_k ({self.top_k}) must be less than or equal to the dimension of axis "
+                    f"{axis} ({dim}) of bottom {_shape_str(b.shape)}", "top_k")
+            self.outer, self.dim, self.inner = b.count_range(0, axis), dim, b.count_range(axis + 1)
+            shape = list(b.shape)
+            shape[axis] = self.top_k
+        else:
+            dim = b.count_range(1)
+            if self.top_k > dim:
+                raise self.config_error(
+                    f"top_k ({self.top_k}) must be less than or equal to the flattened size "
+                    f"per item ({dim}) of bottom {_shape_str(b.shape)}", "top_k")
+            self.outer, self.dim, self.inner = b.shape[0], dim, 1
+            shape = [1] * max(b.num_axes, 3)
+            shape[0] = b.shape[0]
+            shape[2] = self.top_k
+            if self.out_max_val:
+                shape[1] = 2
+        top[0].reshape(shape)
+        ashape = (self.outer, self.top_k, self.inner)
+        if getattr(self, "_arg", None) is None or self._arg.shape != ashape \
+                or self._val.dtype != self.dtype:
+            self._arg = np.zeros(ashape, np.int64)
+            self._val = np.zeros(ashape, self.dtype)
+
+    def forward(self, bottom, top):
+        x = bottom[0].data.reshape(self.outer, self.dim, self.inner)
+        self.backend.argmax_topk(x, self.top_k, self._arg, self._val)
+        if self.has_axis:
+            out = top[0].data.reshape(self._arg.shape)
+            out[...] = self._val if self.out_max_val else self._arg
+        elif self.out_max_val:
+            out = top[0].data.reshape(self.outer, 2, self.top_k)
+            out[:, 0] = self._arg[:, :, 0]
+            out[:, 1] = self._val[:, :, 0]
+        else:
+            top[0].data.reshape(self._arg.shape)[...] = self._arg
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        dx = bottom[0].diff.reshape(self.outer, self.dim, self.inner)
+        if not self.out_max_val:
+            self.backend.blob_set(self.dtype.type(0), _flat(bottom[0].diff))
+            return
+        if self.has_axis:
+            dval = top[0].diff.reshape(self._arg.shape)
+        else:
+            dval = np.ascontiguousarray(
+                top[0].diff.reshape(self.outer, 2, self.top_k)[:, 1]).reshape(self._arg.shape)
+        self.backend.argmax_backward(dval, self._arg, dx)
+
+
+@register_layer("Silence")
+class SilenceLayer(Layer):
+    """Swallows its bottoms (no tops), so unused outputs are not reported as net outputs.
+
+    Backward writes zeros into the diff of every bottom that needs one.
+    """
+
+    min_bottoms = 1
+    exact_tops = 0
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward(self, bottom, top):
+        pass
+
+    def backward(self, top, propagate_down, bottom):
+        for b, prop in zip(bottom, propagate_down):
+            if prop:
+                self.backend.blob_set(self.dtype.type(0), _flat(b.diff))
+
+
+@register_layer("Filter")
+class FilterLayer(Layer):
+    """Keeps the items (first-axis entries) whose selector is non-zero.
+
+    Bottoms: the blobs to filter, then the selector (last): shape (N,) or (N, 1, ...), every
+    axis but the first of size 1; every other bottom needs the same N. One top per filtered
+    bottom: ``top_t = bottom_t[selected]`` in order, shape (number selected, ...). As in Caffe,
+    the reshape at setup time (before any data) gives the tops all N items; later reshapes read
+    the selector, so a selector with no non-zero entry gives empty tops. Backward scatters the
+    top diffs back and writes zeros for dropped items. The selector gets no gradient (zeros when
+    asked; Caffe refuses).
+    """
+
+    min_bottoms = 2
+    min_tops = 1
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index != getattr(self, "_selector_index", -1)
+
+    def setup(self, bottom, top):
+        if len(top) != len(bottom) - 1:
+            raise self.config_error(f"needs one top per filtered bottom: {len(bottom) - 1} "
+                                    f"data bottom(s) (the last bottom is the selector) but "
+                                    f"{len(top)} top(s)")
+        self._selector_index = len(bottom) - 1
+        self._first = True
+
+    def reshape(self, bottom, top):
+        sel = bottom[-1]
+        if sel.num_axes < 1 or any(d != 1 for d in sel.shape[1:]):
+            raise self.shape_error(f"selector blob dimensions must be singletons (1), except "
+                                   f"the first; got selector shape {_shape_str(sel.shape)}")
+        n = sel.shape[0]
+        for i, b in enumerate(bottom[:-1]):
+            if b is top[i]:
+                raise self.config_error("cannot run in place")
+            if b.num_axes < 1 or b.shape[0] != n:
+                raise self.shape_error(
+                    f"each bottom should have the same 0th dimension as the selector blob: "
+                    f"bottom[{i}] {_shape_str(b.shape)}, selector {_shape_str(sel.shape)}")
+        if self._first:
+            self._idx = np.arange(n, dtype=np.int64)
+            self._first = False
+        else:
+            self._idx = np.flatnonzero(sel.data.reshape(n)).astype(np.int64)
+        for b, t in zip(bottom[:-1], top):
+            t.reshape((len(self._idx),) + tuple(b.shape[1:]))
+
+    def forward(self, bottom, top):
+        for b, t in zip(bottom[:-1], top):
+            width = b.count_range(1)
+            self.backend.gather_rows(b.data.reshape(b.shape[0], width), self._idx,
+                                     t.data.reshape(len(self._idx), width))
+
+    def backward(self, top, propagate_down, bottom):
+        be = self.backend
+        for i, (b, t) in enumerate(zip(bottom[:-1], top)):
+            if not propagate_down[i]:
+                continue
+            width = b.count_range(1)
+            be.scatter_add_rows(t.diff.reshape(len(self._idx), width), self._idx, False,
+                                b.diff.reshape(b.shape[0], width))
+        if propagate_down[-1]:
+            be.blob_set(self.dtype.type(0), _flat(bottom[-1].diff))
+
+
+@register_layer("BatchReindex")
+class BatchReindexLayer(Layer):
+    """Gathers items of bottom[0] by the indices in bottom[1]: ``top[i] = bottom0[perm[i]]``.
+
+    bottom[1] is 1-D (M,) with float indices in [0, N) (truncated to integers as Caffe's
+    static_cast does; an index out of range is a DataError). Top shape ``(M,) + bottom0.shape[1:]``;
+    indices may repeat or skip items. Backward accumulates: ``d bottom0[j] = sum of top_diff[i]
+    over i with perm[i] == j``. The indices get no gradient (zeros when asked; Caffe refuses).
+    """
+
+    exact_bottoms = 2
+    exact_tops = 1
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index == 0
+
+    def reshape(self, bottom, top):
+        b0, b1 = bottom
+        if top[0] is b0:
+            raise self.config_error("cannot run in place")
+        if b1.num_axes != 1:
+            raise self.shape_error(f"the index bottom must be 1-D, got shape "
+                                   f"{_shape_str(b1.shape)}")
+        if b0.num_axes < 1:
+            raise self.shape_error("bottom[0] must have at least one axis")
+        top[0].reshape((b1.shape[0],) + tuple(b0.shape[1:]))
+        if getattr(self, "_idx", None) is None or self._idx.shape != (b1.shape[0],):
+            self._idx = np.zeros(b1.shape[0], np.int64)
+        self.width = b0.count_range(1)
+
+    def forward(self, bottom, top):
+        b0, b1 = bottom
+        pos = self.backend.float_indices(_flat(b1.data), b0.shape[0], False, self._idx)
+        if pos >= 0:
+            names = list(self.layer_param.bottom) or ["bottom[0]", "bottom[1]"]
+            raise _index_error(self, names[-1], b1.data, pos, b0.shape[0], "index")
+        self.backend.gather_rows(b0.data.reshape(b0.shape[0], self.width), self._idx,
+                                 top[0].data.reshape(len(self._idx), self.width))
+
+    def backward(self, top, propagate_down, bottom):
+        b0, b1 = bottom
+        if propagate_down[0]:
+            self.backend.scatter_add_rows(top[0].diff.reshape(len(self._idx), self.width),
+                                          self._idx, False,
+                                          b0.diff.reshape(b0.shape[0], self.width))
+        if propagate_down[1]:
+            self.backend.blob_set(self.dtype.type(0), _flat(b1.diff))
+
+
+@register_layer("Parameter")
+class ParameterLayer(Layer):
+    """Exposes one learned blob of shape parameter_param.shape as its top (no bottoms).
+
+    The top shares the parameter's data; backward adds the top diff into the parameter diff.
+    The blob starts at zero (Caffe has no filler here); load it from weights or let it learn.
+    """
+
+    exact_bottoms = 0
+    exact_tops = 1
+    param_field = "parameter_param"
+
+    def setup(self, bottom, top):
+        dims = [int(d) for d in self.param.shape.dim]
+        if any(d < 0 for d in dims):
+            raise self.config_error(f"parameter_param.shape {_shape_str(dims)} has a negative "
+                                    f"dimension", "shape")
+        if self.blobs:
+            if tuple(self.blobs[0].shape) != tuple(dims):
+                raise self.shape_error(f"incorrect parameter shape: expected "
+                                       f"{_shape_str(dims)}, got "
+                                       f"{_shape_str(self.blobs[0].shape)}")
+            return
+        self.blobs.append(self.new_param_blob(dims))
+
+    def reshape(self, bottom, top):
+        top[0].set_data_array(self.blobs[0].data)
+
+    def forward(self, bottom, top):
+        top[0].set_data_array(self.blobs[0].data)
+
+    def backward(self, top, propagate_down, bottom):
+        self.backend.axpy(1.0, top[0].diff, self.blobs[0].diff)

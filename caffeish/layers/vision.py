@@ -1,37 +1,20 @@
-"""Vision layers: Convolution and Pooling, with Caffe's semantics and defaults."""
+"""Vision layers: Convolution, Deconvolution, Im2col, Pooling, SPP and Crop, with Caffe's
+semantics and defaults."""
 from __future__ import annotations
 
 import numpy as np
 
+from ..blob import Blob
 from ..errors import ShapeError
-from ..config.schema import enum_symbol as _enum_name
+from ..config.schema import Msg, enum_symbol as _enum_name
 from .base import Layer, register_layer
 
 
+class _ConvGeometry(Layer):
+    """Reads convolution_param's geometry (axis, kernel, stride, pad, dilation) as Caffe's
+    BaseConvolutionLayer does; shared by Convolution, Deconvolution and Im2col."""
 
-
-@register_layer("Convolution")
-class ConvolutionLayer(Layer):
-    """y = W * x + b, cross-correlation over 1 or 2 spatial axes, via im2col + one GEMM per chunk.
-
-    Blobs (Caffe's order): weights (num_output, channels/group, *kernel), bias (num_output,)
-    when ``bias_term``. Bottom ``(..., C, *spatial)`` with C at ``axis``; every dimension before
-    ``axis`` is a batch dimension. Output size per spatial axis:
-    ``floor((in + 2*pad - (dilation*(kernel-1) + 1)) / stride) + 1``.
-
-    Several bottom/top pairs may be given; they share the weights (Caffe allows this too) and
-    must all have the same shape. Groups split channels and outputs into ``group`` contiguous
-    blocks, output block g seeing only input block g.
-
-    Compute: a chunk of images is unrolled into columns ``(C*kh*kw, n*OH*OW)`` so one GEMM per
-    group covers the whole chunk; chunks are as large as ``col_budget`` elements allow (one chunk
-    for ordinary batches). The columns of a single-chunk forward are reused by backward.
-    """
-
-    min_bottoms = 1
-    min_tops = 1
     param_field = "convolution_param"
-    col_budget = 1 << 25
 
     # --- configuration ---------------------------------------------------------------------
     def _spatial(self, name, h_name, w_name, default, minimum):
@@ -66,11 +49,8 @@ class ConvolutionLayer(Layer):
                 raise self.config_error(f"{field} dimensions {what}, got {vals}", field)
         return tuple(vals)
 
-    def setup(self, bottom, top):
+    def _read_geometry(self, bottom):
         p = self.param
-        if len(bottom) != len(top):
-            raise self.config_error(f"needs as many tops as bottoms, got {len(bottom)} "
-                                    f"bottom(s) and {len(top)} top(s)")
         try:
             self.channel_axis = bottom[0].canonical_axis(p.axis)
         except ShapeError as e:
@@ -84,6 +64,40 @@ class ConvolutionLayer(Layer):
         self.stride = self._spatial("stride", "stride_h", "stride_w", 1, 1)
         self.pad = self._spatial("pad", "pad_h", "pad_w", 0, 0)
         self.dilation = self._spatial("dilation", None, None, 1, 1)
+
+    def _hw(self, v, fill):
+        return (fill, v[0]) if self.num_spatial == 1 else v
+
+
+@register_layer("Convolution")
+class ConvolutionLayer(_ConvGeometry):
+    """y = W * x + b, cross-correlation over 1 or 2 spatial axes, via im2col + one GEMM per chunk.
+
+    Blobs (Caffe's order): weights (num_output, channels/group, *kernel), bias (num_output,)
+    when ``bias_term``. Bottom ``(..., C, *spatial)`` with C at ``axis``; every dimension before
+    ``axis`` is a batch dimension. Output size per spatial axis:
+    ``floor((in + 2*pad - (dilation*(kernel-1) + 1)) / stride) + 1``.
+
+    Several bottom/top pairs may be given; they share the weights (Caffe allows this too) and
+    must all have the same shape. Groups split channels and outputs into ``group`` contiguous
+    blocks, output block g seeing only input block g.
+
+    Compute: a chunk of images is unrolled into columns ``(C*kh*kw, n*OH*OW)`` so one GEMM per
+    group covers the whole chunk; chunks are as large as ``col_budget`` elements allow (one chunk
+    for ordinary batches). The columns of a single-chunk forward are reused by backward.
+    """
+
+    min_bottoms = 1
+    min_tops = 1
+    param_field = "convolution_param"
+    col_budget = 1 << 25
+
+    def setup(self, bottom, top):
+        p = self.param
+        if len(bottom) != len(top):
+            raise self.config_error(f"needs as many tops as bottoms, got {len(bottom)} "
+                                    f"bottom(s) and {len(top)} top(s)")
+        self._read_geometry(bottom)
 
         self.channels = int(bottom[0].shape[self.channel_axis])
         self.num_output = int(p.num_output)
@@ -100,7 +114,7 @@ class ConvolutionLayer(Layer):
             raise self.config_error(f"num_output ({self.num_output}) is not a multiple of "
                                     f"group ({self.group})", "num_output")
         self.bias_term = bool(p.bias_term)
-        wshape = (self.num_output, self.channels // self.group) + self.kernel
+        wshape = self._weight_shape()
         if self.blobs:
             want = 2 if self.bias_term else 1
             if len(self.blobs) != want:
@@ -119,10 +133,10 @@ class ConvolutionLayer(Layer):
         self._key = None
         self._col_valid = False
 
-    # --- shapes ------------------------------------------------------------------------------
-    def _hw(self, v, fill):
-        return (fill, v[0]) if self.num_spatial == 1 else v
+    def _weight_shape(self):
+        return (self.num_output, self.channels // self.group) + self.kernel
 
+    # --- shapes ------------------------------------------------------------------------------
     def reshape(self, bottom, top):
         shape = tuple(bottom[0].shape)
         ca = self.channel_axis
@@ -413,3 +427,403 @@ class PoolingLayer(Layer):
             be.stochastic_pool_backward_train(dy, self._index, kh, kw, sh, sw, dx)
         else:
             be.stochastic_pool_backward_test(bottom[0].data, dy, kh, kw, sh, sw, dx)
+
+
+@register_layer("Deconvolution")
+class DeconvolutionLayer(ConvolutionLayer):
+    """Transposed convolution: the data gradient of a Convolution, used as a forward pass.
+
+    Same convolution_param as Convolution. Blobs (Caffe's order): weights
+    ``(channels, num_output/group, *kernel)`` — bottom channels first, the reverse of
+    Convolution — and bias ``(num_output,)`` when ``bias_term``. Output size per spatial axis:
+    ``stride*(in - 1) + dilation*(kernel - 1) + 1 - 2*pad``.
+
+    Forward: columns ``W^T x`` (one GEMM per group) folded back with col2im, then the bias.
+    Backward: the top diff is unrolled with im2col; the weight gradient is ``x cols^T`` and the
+    bottom gradient ``W cols`` (a convolution of the top diff). With the ``bilinear`` filler,
+    ``group = channels = num_output``, kernel 2f - f%2, stride f and pad ceil((f-1)/2) this is
+    FCN's fixed bilinear upsampling by f.
+    """
+
+    def _weight_shape(self):
+        return (self.channels, self.num_output // self.group) + self.kernel
+
+    def reshape(self, bottom, top):
+        shape = tuple(bottom[0].shape)
+        ca = self.channel_axis
+        if len(shape) != ca + 1 + self.num_spatial:
+            raise self.shape_error(f"bottom num_axes may not change: set up for "
+                                   f"{ca + 1 + self.num_spatial} axes, got shape {shape}")
+        for i, b in enumerate(bottom[1:], 1):
+            if tuple(b.shape) != shape:
+                raise self.shape_error(f"all bottoms must have the same shape: bottom[0] is "
+                                       f"{shape}, bottom[{i}] is {tuple(b.shape)}")
+        wshape = tuple(self.blobs[0].shape)
+        if shape[ca] != wshape[0]:
+            raise self.shape_error(
+                f"bottom shape {shape} has {shape[ca]} channels (axis {ca}) but the weights of "
+                f"shape {wshape} need {wshape[0]}")
+        spatial = shape[ca + 1:]
+        extent = tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel))
+        out = []
+        for d in range(self.num_spatial):
+            o = self.stride[d] * (spatial[d] - 1) + extent[d] - 2 * self.pad[d]
+            if o <= 0:
+                raise self.shape_error(
+                    f"bottom shape {shape}: spatial size {spatial} with stride {self.stride}, "
+                    f"dilated kernel extent {extent} and pad {self.pad} gives output size {o}")
+            out.append(o)
+        top_shape = shape[:ca] + (self.num_output,) + tuple(out)
+        for t in top:
+            t.reshape(top_shape)
+
+        num = int(np.prod(shape[:ca], dtype=np.int64)) if ca else 1
+        key = (num, tuple(spatial), self.dtype)
+        if key == self._key:
+            return
+        self._key = key
+        self.num = num
+        self.in_hw = self._hw(spatial, 1)
+        self.out_hw = self._hw(tuple(out), 1)
+        self.k_hw = self._hw(self.kernel, 1)
+        self.s_hw = self._hw(self.stride, 1)
+        self.p_hw = self._hw(self.pad, 0)
+        self.d_hw = self._hw(self.dilation, 1)
+        p_in = self.in_hw[0] * self.in_hw[1]
+        krows = self.num_output * self.k_hw[0] * self.k_hw[1]
+        per_image = max(krows, self.channels) * p_in
+        self.chunk = int(max(1, min(num, self.col_budget // max(per_image, 1))))
+        m = self.chunk * p_in
+        self._col = np.zeros(krows * m, self.dtype)
+        self._xc = np.zeros(self.channels * m, self.dtype)
+        self._nobias = np.zeros(1, self.dtype)
+
+    def _deconv_geom(self):
+        """im2col/col2im geometry of the convolution whose input is our top."""
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.k_hw, self.s_hw, self.p_hw, self.d_hw
+        return kh, kw, sh, sw, ph, pw, dh, dw, self.in_hw[0], self.in_hw[1]
+
+    def _bufs(self, m):
+        """Columns (K, m), bottom in channel-major layout (C, m), and their group views."""
+        g = self.group
+        krows = self.num_output * self.k_hw[0] * self.k_hw[1]
+        col = self._col[:krows * m].reshape(krows, m)
+        xc = self._xc[:self.channels * m].reshape(self.channels, m)
+        if g == 1:
+            return col, xc, col, xc
+        return col, xc, col.reshape(g, krows // g, m), xc.reshape(g, self.channels // g, m)
+
+    def _dweights(self, arr):
+        g = self.group
+        if g == 1:
+            return arr.reshape(self.channels, -1)
+        return arr.reshape(g, self.channels // g, -1)
+
+    def forward(self, bottom, top):
+        be = self.backend
+        geom = self._deconv_geom()
+        p_in = self.in_hw[0] * self.in_hw[1]
+        p_out = self.out_hw[0] * self.out_hw[1]
+        w = self._dweights(self.blobs[0].data)
+        for b, t in zip(bottom, top):
+            x = b.data.reshape(self.num, self.channels, p_in)
+            y = t.data.reshape(self.num, self.num_output, self.out_hw[0], self.out_hw[1])
+            for n0 in range(0, self.num, self.chunk):
+                n1 = min(self.num, n0 + self.chunk)
+                col, xc, colg, xcg = self._bufs((n1 - n0) * p_in)
+                be.ncp_to_cnp(x[n0:n1], xc)
+                be.gemm(w, xcg, out=colg, trans_a=True)
+                be.col2im_batch(col, *geom, y[n0:n1])
+            if self.bias_term:
+                be.bias_add_ncp(self.blobs[1].data, t.data.reshape(self.num, self.num_output,
+                                                                    p_out))
+
+    def backward(self, top, propagate_down, bottom):
+        be = self.backend
+        geom = self._deconv_geom()
+        p_in = self.in_hw[0] * self.in_hw[1]
+        p_out = self.out_hw[0] * self.out_hw[1]
+        w = self._dweights(self.blobs[0].data)
+        wdiff = self._dweights(self.blobs[0].diff)
+        for i, (b, t) in enumerate(zip(bottom, top)):
+            if self.bias_term:
+                be.channel_sum_ncp(t.diff.reshape(self.num, self.num_output, p_out),
+                                   self.blobs[1].diff)
+            x = b.data.reshape(self.num, self.channels, p_in)
+            dy = t.diff.reshape(self.num, self.num_output, self.out_hw[0], self.out_hw[1])
+            dx = b.diff.reshape(self.num, self.channels, p_in) if propagate_down[i] else None
+            for n0 in range(0, self.num, self.chunk):
+                n1 = min(self.num, n0 + self.chunk)
+                col, xc, colg, xcg = self._bufs((n1 - n0) * p_in)
+                be.im2col_batch(dy[n0:n1], *geom, col)
+                be.ncp_to_cnp(x[n0:n1], xc)
+                be.gemm(xcg, colg, out=wdiff, trans_b=True, beta=1.0)
+                if dx is not None:
+                    be.gemm(w, colg, out=xcg)
+                    be.cnp_to_ncp(xc, self._nobias, False, dx[n0:n1])
+
+
+@register_layer("Im2col")
+class Im2colLayer(_ConvGeometry):
+    """Exposes im2col: each kernel window becomes a column, as Convolution unrolls its input.
+
+    convolution_param gives kernel, stride, pad, dilation and axis (num_output, group and the
+    fillers are ignored). Bottom ``(..., C, H, W)`` -> top ``(..., C*kh*kw, OH, OW)`` with
+    ``OH = floor((H + 2*pad - (dilation*(kh-1) + 1)) / stride) + 1``; channel ``(c*kh + i)*kw + j``
+    of the top at ``(y, x)`` is ``bottom[c, y*stride - pad + i*dilation, x*stride - pad +
+    j*dilation]`` (0 in the padding). Backward sums the top diff back (col2im).
+    """
+
+    exact_bottoms = 1
+    exact_tops = 1
+
+    def setup(self, bottom, top):
+        self._read_geometry(bottom)
+
+    def reshape(self, bottom, top):
+        shape = tuple(bottom[0].shape)
+        ca = self.channel_axis
+        if top[0] is bottom[0]:
+            raise self.config_error("cannot run in place")
+        if len(shape) != ca + 1 + self.num_spatial:
+            raise self.shape_error(f"bottom num_axes may not change: set up for "
+                                   f"{ca + 1 + self.num_spatial} axes, got shape {shape}")
+        spatial = shape[ca + 1:]
+        out = []
+        for d in range(self.num_spatial):
+            extent = self.dilation[d] * (self.kernel[d] - 1) + 1
+            o = (spatial[d] + 2 * self.pad[d] - extent) // self.stride[d] + 1
+            if o <= 0:
+                raise self.shape_error(
+                    f"bottom shape {shape}: spatial size {spatial} with pad {self.pad} is "
+                    f"smaller than the dilated kernel extent {extent}")
+            out.append(o)
+        self.channels = int(shape[ca])
+        krows = self.channels * int(np.prod(self.kernel))
+        top[0].reshape(shape[:ca] + (krows,) + tuple(out))
+        self.num = int(np.prod(shape[:ca], dtype=np.int64)) if ca else 1
+        self.krows = krows
+        self.in_hw = self._hw(spatial, 1)
+        self.out_hw = self._hw(tuple(out), 1)
+
+    def _geom(self):
+        (kh, kw), (sh, sw) = self._hw(self.kernel, 1), self._hw(self.stride, 1)
+        (ph, pw), (dh, dw) = self._hw(self.pad, 0), self._hw(self.dilation, 1)
+        return kh, kw, sh, sw, ph, pw, dh, dw, self.out_hw[0], self.out_hw[1]
+
+    def forward(self, bottom, top):
+        be = self.backend
+        geom = self._geom()
+        x = bottom[0].data.reshape(self.num, self.channels, *self.in_hw)
+        y = top[0].data.reshape(self.num, self.krows, self.out_hw[0] * self.out_hw[1])
+        for n in range(self.num):
+            be.im2col_batch(x[n:n + 1], *geom, y[n])
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        be = self.backend
+        geom = self._geom()
+        dx = bottom[0].diff.reshape(self.num, self.channels, *self.in_hw)
+        dy = top[0].diff.reshape(self.num, self.krows, self.out_hw[0] * self.out_hw[1])
+        for n in range(self.num):
+            be.col2im_batch(dy[n], *geom, dx[n:n + 1])
+
+
+@register_layer("SPP")
+class SPPLayer(Layer):
+    """Spatial pyramid pooling: pyramid_height levels of pooling over an (N, C, H, W) bottom.
+
+    Level l pools into about ``bins = 2^l`` bins per side with Caffe's Pooling layer and
+    ``kernel = ceil(H / bins)``, ``pad = (kernel*bins - H + 1) / 2`` (integer), ``stride =
+    kernel`` (likewise for W); its output size is Pooling's (ceil rounding, clipped windows).
+    spp_param.pool picks MAX, AVE or STOCHASTIC (STOCHASTIC only where no level needs padding).
+    With pyramid_height 1 the top is that single pooling's output ``(N, C, 1, 1)``; otherwise
+    each level is flattened to ``(N, C*PH*PW)`` and the levels are concatenated along axis 1,
+    level 0 first: top ``(N, C * sum over levels of PH*PW)``. As in Caffe, a bottom so small that
+    a level's pad reaches its kernel size is an error.
+    """
+
+    exact_bottoms = 1
+    exact_tops = 1
+    param_field = "spp_param"
+
+    def setup(self, bottom, top):
+        p = self.param
+        if not p.has("pyramid_height") or int(p.pyramid_height) < 1:
+            raise self.config_error("spp_param.pyramid_height must be set to a positive number",
+                                    "pyramid_height")
+        self.height = int(p.pyramid_height)
+        self.pool = _enum_name(p.pool, "SPPParameter.PoolMethod")
+        if self.pool not in ("MAX", "AVE", "STOCHASTIC"):
+            raise self.config_error(f"unknown pooling method {self.pool!r}", "pool")
+        self._key = None
+
+    @staticmethod
+    def level_geometry(level, h, w):
+        """(kernel_h, kernel_w, pad_h, pad_w) of pyramid level ``level`` (Caffe's GetPoolingParam)."""
+        bins = 2 ** level
+        kh = -(-h // bins)
+        kw = -(-w // bins)
+        return kh, kw, (kh * bins - h + 1) // 2, (kw * bins - w + 1) // 2
+
+    def _build(self, b):
+        n, c, h, w = b.shape
+        self._levels = []
+        for level in range(self.height):
+            kh, kw, ph, pw = self.level_geometry(level, h, w)
+            if ph >= kh or pw >= kw:
+                raise self.shape_error(
+                    f"bottom {tuple(b.shape)} is too small for pyramid_height {self.height}: "
+                    f"level {level} ({2 ** level} bins) needs kernel {kh}x{kw} with pad "
+                    f"{ph}x{pw}, and pooling needs the pad smaller than the kernel")
+            if (ph or pw) and self.pool == "STOCHASTIC":
+                raise self.shape_error(
+                    f"bottom {tuple(b.shape)}: level {level} ({2 ** level} bins) needs pad "
+                    f"{ph}x{pw}, and STOCHASTIC pooling has no padding; use MAX or AVE")
+            lp = Msg("LayerParameter", {
+                "name": self.name, "type": "Pooling",
+                "pooling_param": {"pool": self.pool, "kernel_h": kh, "kernel_w": kw,
+                                  "pad_h": ph, "pad_w": pw, "stride_h": kh, "stride_w": kw}})
+            layer = PoolingLayer(lp, phase=self.phase, dtype=self.dtype, rng=self.rng)
+            out = Blob((), self.dtype, name=f"{self.name}/level{level}")
+            layer.setup([b], [out])
+            self._levels.append((layer, out))
+        self._scratch = Blob((), self.dtype, name=f"{self.name}/scratch")
+
+    def reshape(self, bottom, top):
+        b = bottom[0]
+        if top[0] is b:
+            raise self.config_error("cannot run in place")
+        if b.num_axes != 4:
+            raise self.shape_error(f"input must have 4 axes (num, channels, height, width), "
+                                   f"got shape {tuple(b.shape)}")
+        n, c, h, w = b.shape
+        if h <= 0 or w <= 0:
+            raise self.shape_error(f"input height and width must be positive, got shape "
+                                   f"{tuple(b.shape)}")
+        key = (tuple(b.shape), self.dtype)
+        if key != self._key:
+            self._build(b)
+            self._key = key
+        if self.height == 1:
+            self._levels[0][0].reshape([b], top)
+            return
+        total = 0
+        for layer, out in self._levels:
+            layer.reshape([b], [out])
+            total += out.count_range(1)
+        top[0].reshape((n, total))
+
+    def forward(self, bottom, top):
+        for layer, _ in self._levels:
+            layer.rng = self.rng
+        if self.height == 1:
+            self._levels[0][0].forward(bottom, top)
+            return
+        be = self.backend
+        n = bottom[0].shape[0]
+        total = top[0].shape[1]
+        out_flat = top[0].data.reshape(-1)
+        offset = 0
+        for layer, out in self._levels:
+            layer.forward(bottom, [out])
+            inner = out.count_range(1)
+            be.concat_copy_in(out.data.reshape(-1), n, inner, total, offset, out_flat)
+            offset += inner
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        if self.height == 1:
+            self._levels[0][0].backward(top, propagate_down, bottom)
+            return
+        be = self.backend
+        b = bottom[0]
+        n = b.shape[0]
+        total = top[0].shape[1]
+        tdiff = top[0].diff.reshape(-1)
+        scratch = self._scratch
+        scratch.set_data_array(b.data)
+        one = self.dtype.type(1)
+        offset = 0
+        for level, (layer, out) in enumerate(self._levels):
+            inner = out.count_range(1)
+            be.concat_copy_out(tdiff, n, inner, total, offset, out.diff.reshape(-1))
+            offset += inner
+            if level == 0:
+                layer.backward([out], [True], bottom)
+            else:
+                layer.backward([out], [True], [scratch])
+                be.eltwise_sum_add(one, scratch.diff.reshape(-1), b.diff.reshape(-1))
+
+
+@register_layer("Crop")
+class CropLayer(Layer):
+    """Crops bottom[0] to the shape of bottom[1] on every axis from crop_param.axis on.
+
+    crop_param.axis (default 2; negative counts from the end); offset: none (0 everywhere), one
+    value for every cropped axis, or exactly one per axis from ``axis`` to the last. Top shape:
+    bottom[0]'s before ``axis``, bottom[1]'s from ``axis`` on; ``top[i] = bottom0[i + offset]``.
+    Both bottoms need the same number of axes, and (Caffe's check, on every axis, including those
+    before ``axis``) ``bottom0.shape[d] - offset[d] >= bottom1.shape[d]``. Backward pads the top
+    diff with zeros; bottom[1] only gives a shape, so its gradient is zero.
+    """
+
+    exact_bottoms = 2
+    exact_tops = 1
+    param_field = "crop_param"
+
+    def allow_force_backward(self, bottom_index):
+        return bottom_index == 0
+
+    def reshape(self, bottom, top):
+        b0, b1 = bottom
+        if top[0] is b0:
+            raise self.config_error("cannot run in place")
+        n = b0.num_axes
+        if b1.num_axes != n:
+            raise self.shape_error(f"bottom[0] {tuple(b0.shape)} and bottom[1] "
+                                   f"{tuple(b1.shape)} must have the same number of axes")
+        p = self.param
+        try:
+            axis = b0.canonical_axis(int(p.axis))
+        except ShapeError as e:
+            raise self.config_error(f"bad crop axis: {e}", "axis") from None
+        offs = [int(o) for o in p.offset]
+        if len(offs) > 1 and axis + len(offs) != n:
+            raise self.config_error(
+                f"{len(offs)} offsets given but bottom {tuple(b0.shape)} has {n - axis} axes "
+                f"from axis {axis} on; give one offset, or exactly one per cropped axis",
+                "offset")
+        offsets, shape = [], []
+        for d in range(n):
+            off, size = 0, b0.shape[d]
+            if d >= axis:
+                size = b1.shape[d]
+                if len(offs) == 1:
+                    off = offs[0]
+                elif offs:
+                    off = offs[d - axis]
+            if b0.shape[d] - off < b1.shape[d]:
+                raise self.shape_error(
+                    f"invalid crop parameters in dimension {d}: bottom[0] {tuple(b0.shape)} "
+                    f"minus offset {off} is smaller than bottom[1] {tuple(b1.shape)}", "offset")
+            offsets.append(off)
+            shape.append(size)
+        top[0].reshape(shape)
+        self._offsets = np.array(offsets, np.int64)
+        self._x_shape = np.array(b0.shape, np.int64)
+        self._top_shape = np.array(shape, np.int64)
+
+    def forward(self, bottom, top):
+        self.backend.crop_copy_forward(bottom[0].data.reshape(-1), self._x_shape, self._offsets,
+                                       self._top_shape, top[0].data.reshape(-1))
+
+    def backward(self, top, propagate_down, bottom):
+        be = self.backend
+        if propagate_down[0]:
+            be.crop_copy_backward(top[0].diff.reshape(-1), self._top_shape, self._offsets,
+                                  self._x_shape, bottom[0].diff.reshape(-1))
+        if propagate_down[1]:
+            be.blob_set(self.dtype.type(0), bottom[1].diff.reshape(-1))

@@ -8,7 +8,7 @@ one convolution group are contiguous.
 from numba import njit, prange
 
 __all__ = [
-    "im2col_batch", "col2im_batch", "ncp_to_cnp", "cnp_to_ncp",
+    "im2col_batch", "col2im_batch", "ncp_to_cnp", "cnp_to_ncp", "bias_add_ncp", "channel_sum_ncp",
     "max_pool_forward", "max_pool_backward", "ave_pool_forward", "ave_pool_backward",
     "stochastic_pool_forward_train", "stochastic_pool_forward_test",
     "stochastic_pool_backward_train", "stochastic_pool_backward_test",
@@ -115,6 +115,30 @@ def cnp_to_ncp(src, bias, use_bias, dst):
         else:
             for p in range(plen):
                 dst[n, c, p] = src[c, off + p]
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def bias_add_ncp(bias, y):
+    """y[n, c, p] += bias[c]; y (N,C,P)."""
+    n_img, chans, plen = y.shape
+    for task in prange(n_img * chans):
+        n = task // chans
+        c = task - n * chans
+        b = bias[c]
+        for p in range(plen):
+            y[n, c, p] += b
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def channel_sum_ncp(dy, out):
+    """out[c] += sum over n, p of dy[n, c, p] (float64 accumulation); dy (N,C,P), out (C,)."""
+    n_img, chans, plen = dy.shape
+    for c in prange(chans):
+        s = 0.0
+        for n in range(n_img):
+            for p in range(plen):
+                s += dy[n, c, p]
+        out[c] += s
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
