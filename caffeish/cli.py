@@ -128,12 +128,11 @@ def test(model, weights, iterations, gpu, stage, level):
     import numpy as np
 
     from .net import Net
-    from .zoo_paths import resolve_weights
     setup_logging()
     _select_mode(gpu)
     net = Net(model, phase="TEST", stages=_stages(stage), level=level)
     try:
-        net.copy_from(resolve_weights(weights))
+        net.copy_from(weights)
         logger.info(f"Running for {iterations} iterations.")
         sums = {}
         loss = 0.0
@@ -214,7 +213,10 @@ def _add_commands():
     from .commands import export_cmd, import_cmd
     from .commands.data_cmds import fashion_mnist_cmd, inspect_cmd
     from .commands.gradcheck import gradcheck_cmd
+    from .commands.zoo_cmds import classify_cmd, zoo_group
     main.add_command(gradcheck_cmd)
+    main.add_command(zoo_group)
+    main.add_command(classify_cmd)
     main.add_command(import_cmd)
     main.add_command(export_cmd)
     for cmd in TOOL_COMMANDS:

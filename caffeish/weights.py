@@ -28,9 +28,13 @@ def copy_weights(net, source, log=True) -> dict:
     file did not have (left at their fillers).
     """
     from .io.formats import layer_blobs, read_netparameter
-    label = os.fspath(source) if not isinstance(source, Msg) else "<NetParameter>"
+    from .zoo_paths import resolve_weights
+    if not isinstance(source, Msg):
+        source = resolve_weights(os.fspath(source))
+    label = source if not isinstance(source, Msg) else "<NetParameter>"
     param = read_netparameter(source) if not isinstance(source, Msg) else source
-    copied, skipped = [], []
+    copied, skipped, problems = [], [], []
+    plan = []
     for name, typ, arrays in layer_blobs(param):
         layer = net.layer_dict.get(name)
         if layer is None:
@@ -39,16 +43,24 @@ def copy_weights(net, source, log=True) -> dict:
         if not arrays:
             continue
         if len(arrays) != len(layer.blobs):
-            raise ShapeError(f"{label}: layer '{name}' has {len(arrays)} blob(s) in the file but "
-                             f"{len(layer.blobs)} in the net ({layer.type}); rename the layer in "
-                             f"your net to train it from scratch")
-        for j, (arr, blob) in enumerate(zip(arrays, layer.blobs)):
-            if not _legacy_equal(blob.shape, arr.shape):
-                raise ShapeError(
-                    f"{label}: layer '{name}' ({layer.type}) blob {j}: the file has shape "
-                    f"{tuple(arr.shape)} but the net expects {tuple(blob.shape)}. The layer's "
-                    f"configuration differs from the one the weights were trained with; rename "
-                    f"the layer to re-initialise it instead of copying")
+            problems.append(f"layer '{name}' ({layer.type}) has {len(arrays)} blob(s) in the file "
+                            f"but {len(layer.blobs)} in the net")
+            continue
+        bad = [f"layer '{name}' ({layer.type}) blob {j}: the file has shape {tuple(arr.shape)} "
+               f"but the net expects {tuple(blob.shape)}"
+               for j, (arr, blob) in enumerate(zip(arrays, layer.blobs))
+               if not _legacy_equal(blob.shape, arr.shape)]
+        problems.extend(bad)
+        if not bad:
+            plan.append((name, arrays, layer))
+    if problems:
+        first = problems[0] if len(problems) == 1 else \
+            f"{len(problems)} parameter blobs do not fit the net:\n  " + "\n  ".join(problems)
+        raise ShapeError(f"{label}: {first}. These layers are configured differently from the "
+                         f"ones the weights were trained with; rename a layer in your net to "
+                         f"re-initialise it instead of copying")
+    for name, arrays, layer in plan:
+        for arr, blob in zip(arrays, layer.blobs):
             blob.data[...] = arr.reshape(blob.shape)
         copied.append(name)
     not_in_file = [n for n, layer in net.layer_dict.items()

@@ -1,4 +1,4 @@
-"""Where a weights argument points: a file path (``zoo:NAME`` arrives with the model zoo)."""
+"""Where a weights argument points: a file path, or ``zoo:NAME`` for a model zoo entry's weights."""
 from __future__ import annotations
 
 import os
@@ -6,11 +6,17 @@ import os
 from .errors import CaffeishError
 
 
-def resolve_weights(spec: str) -> str:
+def resolve_weights(spec) -> str:
+    """The path of a .caffemodel: ``spec`` itself, or the zoo file behind ``zoo:NAME``.
+
+    ``zoo:NAME`` never downloads: it names the weights shipped in the repository, fetched into
+    the cache (``caffeish zoo fetch NAME``) or installed by pip; otherwise the error says how to
+    get them.
+    """
     spec = os.fspath(spec)
     if spec.startswith("zoo:"):
-        raise CaffeishError(f"{spec}: the model zoo is not available in this version; pass the "
-                            f"path of a .caffemodel file")
+        from .zoo import resolve
+        return str(resolve(spec))
     if not os.path.exists(spec):
         raise CaffeishError(f"{spec}: weights file not found")
     return spec

@@ -74,11 +74,17 @@ def test_copy_skips_unknown_layers_and_errors_on_shape_mismatch(tmp_path):
     rep = renamed.copy_from(str(path))
     assert rep == {"copied": ["conv1"], "skipped": ["ip1"],
                    "not_in_file": ["ip1_new"]}
-    wider = make(DEPLOY.replace("num_output: 4", "num_output: 5"))
-    with pytest.raises(ShapeError, match=r"m.caffemodel: layer 'ip1' \(InnerProduct\) blob 0: "
-                                         r"the file has shape \(4, 108\) but the net expects "
-                                         r"\(5, 108\)"):
+    wider = make(DEPLOY.replace("num_output: 4", "num_output: 5"), seed=5)
+    with pytest.raises(ShapeError) as ei:
         wider.copy_from(str(path))
+    msg = str(ei.value)
+    assert msg.startswith(f"{path}: 2 parameter blobs do not fit the net:")
+    assert "layer 'ip1' (InnerProduct) blob 0: the file has shape (4, 108) but the net expects " \
+           "(5, 108)" in msg
+    assert "layer 'ip1' (InnerProduct) blob 1: the file has shape (4,) but the net expects (5,)" \
+        in msg
+    # nothing was copied: the net keeps its own weights
+    assert not np.array_equal(wider.params["conv1"][0].data, src.params["conv1"][0].data)
 
 
 def test_inner_product_from_a_different_input_size_names_both_sizes(tmp_path):

@@ -207,9 +207,7 @@ class Solver:
         return 1
 
     def copy_weights(self, path):
-        path = os.fspath(path)
-        from ..zoo_paths import resolve_weights
-        self.net.copy_from(resolve_weights(path))
+        self.net.copy_from(path)
 
     # --- the update --------------------------------------------------------------------------
     def get_learning_rate(self):
