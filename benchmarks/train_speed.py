@@ -14,6 +14,7 @@ import statistics
 import time
 from pathlib import Path
 
+import caffeish  # noqa: F401  (first: it sets the thread-runtime variables before numpy loads)
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]

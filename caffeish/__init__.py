@@ -16,6 +16,10 @@ import os as _os
 # spinning starves the BLAS call that follows (measured here: a 0.4 ms GEMM + 5 us ReLU pair took
 # 8 ms). Passive waiting must be chosen before the OpenMP runtime starts, i.e. before any kernel.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The reverse also holds: OpenBLAS's idle threads spin for ~0.1 s after each GEMM, so the numba
+# kernel that follows gets one core. Letting them sleep at once took LeNet's training step from
+# 23 ms to 16 ms on 2 cores. Read when OpenBLAS loads, i.e. only if numpy is not imported yet.
+_os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from .backend import set_device, set_mode_cpu, set_mode_gpu  # noqa: E402,F401
 from .blob import Blob  # noqa: E402,F401
