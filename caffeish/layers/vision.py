@@ -186,7 +186,6 @@ class ConvolutionLayer(_ConvGeometry):
         m = self.chunk * ohw
         self._col = np.zeros(krows * m, self.dtype)
         self._res = np.zeros(self.num_output * m, self.dtype)
-        self._ones = np.ones(m, self.dtype)
         self._nobias = np.zeros(1, self.dtype)
         self._col_valid = False
 
@@ -251,7 +250,7 @@ class ConvolutionLayer(_ConvGeometry):
                 col, res, colg, resg = self._group_views(m)
                 be.ncp_to_cnp(dy[n0:n1], res)
                 if bdiff is not None:
-                    be.gemv(res, self._ones[:m], out=bdiff, beta=1.0)
+                    be.channel_sum_ncp(dy[n0:n1], bdiff)
                 if not self._col_valid:
                     be.im2col_batch(x[n0:n1], *geom, col)
                 be.gemm(self._g(res, resg), self._g(col, colg), out=wdiff, trans_b=True, beta=1.0)

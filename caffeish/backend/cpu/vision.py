@@ -136,9 +136,11 @@ def max_pool_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
     n_img, chans, height, width = x.shape
     pooled_h = top.shape[2]
     pooled_w = top.shape[3]
+    hw = height * width
+    phw = pooled_h * pooled_w
     for plane in prange(n_img * chans):
-        n = plane // chans
-        c = plane - n * chans
+        xb = plane * hw
+        tb = plane * phw
         for py in range(pooled_h):
             hs = py * sh - ph
             he = min(hs + kh, height)
@@ -150,32 +152,31 @@ def max_pool_forward(x, kh, kw, sh, sw, ph, pw, top, mask):
                 best = _NEG_FLT_MAX
                 arg = -1
                 for h in range(hs, he):
+                    row = xb + h * width
                     for w in range(ws, we):
-                        v = x[n, c, h, w]
+                        v = x.flat[row + w]
                         if v > best:
                             best = v
                             arg = h * width + w
-                top[n, c, py, px] = best
-                mask[n, c, py, px] = arg
+                top.flat[tb + py * pooled_w + px] = best
+                mask.flat[tb + py * pooled_w + px] = arg
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def max_pool_backward(top_diff, mask, kh, kw, sh, sw, ph, pw, dx):
     """dx[n,c] = 0, then dx[n,c].flat[mask[n,c,py,px]] += top_diff[n,c,py,px] (mask -1 skipped); one (n, c) plane per thread (race-free); dx (N,C,H,W)."""
     n_img, chans, height, width = dx.shape
-    pooled_h = top_diff.shape[2]
-    pooled_w = top_diff.shape[3]
+    phw = top_diff.shape[2] * top_diff.shape[3]
+    hw = height * width
     for plane in prange(n_img * chans):
-        n = plane // chans
-        c = plane - n * chans
-        for h in range(height):
-            for w in range(width):
-                dx[n, c, h, w] = 0
-        for py in range(pooled_h):
-            for px in range(pooled_w):
-                idx = mask[n, c, py, px]
-                if idx >= 0:
-                    dx[n, c, idx // width, idx % width] += top_diff[n, c, py, px]
+        xb = plane * hw
+        tb = plane * phw
+        for p in range(hw):
+            dx.flat[xb + p] = 0
+        for q in range(phw):
+            idx = mask.flat[tb + q]
+            if idx >= 0:
+                dx.flat[xb + idx] += top_diff.flat[tb + q]
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
