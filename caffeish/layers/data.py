@@ -195,8 +195,60 @@ def _show_key(key: bytes) -> str:
         return repr(key)
 
 
+class _PrefetchingDataLayer(Layer):
+    """What Data and ImageData share (Caffe's BasePrefetchingDataLayer): tops data (+ label),
+    batches handed over by a prefetch thread, and the state of the last consumed batch for an
+    exact resume. Subclasses set ``batch_size``, ``_item_shape``, ``source``, ``_prefetcher``
+    and ``_consumed`` in setup."""
+
+    exact_bottoms = 0
+    min_tops = 1
+    max_tops = 2
+
+    def data_error(self, message, field=None) -> DataError:
+        return DataError(self._msg(message, field))
+
+    def _net_dir(self):
+        src = self.layer_param.src
+        if src and src[0]:
+            return Path(src[0]).resolve().parent
+        return None
+
+    def _transform_param(self):
+        """transform_param, with the deprecated scale/mean_file/crop_size/mirror of the layer's
+        own *_param winning when set (Caffe's UpgradeNetDataTransformation)."""
+        tp = self.layer_param.transform_param
+        moved = [n for n in ("scale", "mean_file", "crop_size", "mirror") if self.param.has(n)]
+        if moved:
+            tp = tp.copy()
+            for n in moved:
+                tp.set(n, getattr(self.param, n))
+        return tp
+
+    def reshape(self, bottom, top):
+        top[0].reshape((self.batch_size,) + tuple(self._item_shape))
+        if len(top) > 1:
+            top[1].reshape((self.batch_size,))
+
+    def forward(self, bottom, top):
+        batch = self._prefetcher.get()
+        if top[0].shape != batch.data.shape:
+            top[0].reshape(batch.data.shape)
+        np.copyto(top[0].data, batch.data, casting="unsafe")
+        if len(top) > 1:
+            np.copyto(top[1].data, batch.label, casting="unsafe")
+        self._consumed = batch.state
+
+    # --- exact resume ----------------------------------------------------------------------
+    def get_state(self) -> dict:
+        state = super().get_state()
+        state.update(self._consumed)
+        state["source"] = str(self.source)
+        return state
+
+
 @register_layer("Data")
-class DataLayer(Layer):
+class DataLayer(_PrefetchingDataLayer):
     """Batches of Datum records from an LMDB (Caffe's DataLayer), prefetched on a thread.
 
     Tops: data (batch_size x C x H' x W', transformed by ``transform_param``) and optionally
@@ -210,29 +262,10 @@ class DataLayer(Layer):
     batch consumed by forward, so a resumed run sees exactly the batches the first run would.
     """
 
-    exact_bottoms = 0
-    min_tops = 1
-    max_tops = 2
     param_field = "data_param"
 
-    def data_error(self, message, field=None) -> DataError:
-        return DataError(self._msg(message, field))
-
-    def _net_dir(self):
-        src = self.layer_param.src
-        if src and src[0]:
-            return Path(src[0]).resolve().parent
-        return None
-
     def _transform_param(self):
-        lp = self.layer_param
-        tp = lp.transform_param
-        moved = [n for n in ("scale", "mean_file", "crop_size", "mirror") if self.param.has(n)]
-        if moved:
-            # Caffe's UpgradeNetDataTransformation: deprecated data_param fields win.
-            tp = tp.copy()
-            for n in moved:
-                tp.set(n, getattr(self.param, n))
+        tp = super()._transform_param()
         if self.param.force_encoded_color and not tp.force_color:
             tp = tp.copy()
             tp.set("force_color", True)
@@ -295,26 +328,7 @@ class DataLayer(Layer):
         self._finalizer = weakref.finalize(self, self._prefetcher.request_stop)
         self._prefetcher.start()
 
-    def reshape(self, bottom, top):
-        top[0].reshape((self.batch_size,) + tuple(self._item_shape))
-        if len(top) > 1:
-            top[1].reshape((self.batch_size,))
 
-    def forward(self, bottom, top):
-        batch = self._prefetcher.get()
-        if top[0].shape != batch.data.shape:
-            top[0].reshape(batch.data.shape)
-        np.copyto(top[0].data, batch.data, casting="unsafe")
-        if len(top) > 1:
-            np.copyto(top[1].data, batch.label, casting="unsafe")
-        self._consumed = batch.state
-
-    # --- exact resume ----------------------------------------------------------------------
-    def get_state(self) -> dict:
-        state = super().get_state()
-        state.update(self._consumed)
-        state["source"] = str(self.source)
-        return state
 
     def set_state(self, state: dict):
         super().set_state(state)
@@ -442,7 +456,7 @@ class _ImageListSource:
 
 
 @register_layer("ImageData")
-class ImageDataLayer(Layer):
+class ImageDataLayer(_PrefetchingDataLayer):
     """Batches of images read straight from files named in a list (Caffe's ImageDataLayer).
 
     image_data_param: ``source`` (a text file of ``relative/path label`` lines, the path being
@@ -462,28 +476,8 @@ class ImageDataLayer(Layer):
     shuffle RNG before the current permutation, the transformation RNG).
     """
 
-    exact_bottoms = 0
-    min_tops = 1
-    max_tops = 2
     param_field = "image_data_param"
 
-    def data_error(self, message, field=None) -> DataError:
-        return DataError(self._msg(message, field))
-
-    def _net_dir(self):
-        src = self.layer_param.src
-        if src and src[0]:
-            return Path(src[0]).resolve().parent
-        return None
-
-    def _transform_param(self):
-        tp = self.layer_param.transform_param
-        moved = [n for n in ("scale", "mean_file", "crop_size", "mirror") if self.param.has(n)]
-        if moved:
-            tp = tp.copy()
-            for n in moved:
-                tp.set(n, getattr(self.param, n))
-        return tp
 
     def _prefetch_depth(self) -> int:
         lp = self.layer_param
@@ -555,25 +549,7 @@ class ImageDataLayer(Layer):
         self._finalizer = weakref.finalize(self, self._prefetcher.request_stop)
         self._prefetcher.start()
 
-    def reshape(self, bottom, top):
-        top[0].reshape((self.batch_size,) + tuple(self._item_shape))
-        if len(top) > 1:
-            top[1].reshape((self.batch_size,))
 
-    def forward(self, bottom, top):
-        batch = self._prefetcher.get()
-        if top[0].shape != batch.data.shape:
-            top[0].reshape(batch.data.shape)
-        np.copyto(top[0].data, batch.data, casting="unsafe")
-        if len(top) > 1:
-            np.copyto(top[1].data, batch.label, casting="unsafe")
-        self._consumed = batch.state
-
-    def get_state(self) -> dict:
-        state = super().get_state()
-        state.update(self._consumed)
-        state["source"] = str(self.source)
-        return state
 
     def set_state(self, state: dict):
         super().set_state(state)
