@@ -124,6 +124,10 @@ class Solver:
         if p.regularization_type not in ("L1", "L2"):
             raise ConfigError(f"{p.where('regularization_type')}: solver: regularization_type "
                               f"must be L1 or L2, got '{p.regularization_type}'")
+        if p.snapshot_format == "HDF5":
+            logger.warning(f"{p.where('snapshot_format') or 'solver'}: snapshot_format HDF5 is not "
+                           f"supported; snapshots are written as binary protos (.caffemodel / "
+                           f".solverstate), which Caffe reads too")
         if p.snapshot and not p.has("snapshot_prefix"):
             raise ConfigError(f"{p.where('snapshot')}: solver: snapshot is set but "
                               f"snapshot_prefix is not; add snapshot_prefix: <path prefix>")
@@ -436,7 +440,8 @@ class Solver:
         if d:
             os.makedirs(d, exist_ok=True)
         logger.info(f"Snapshotting to binary proto file {model_path}")
-        self.net.save(model_path)
+        from ..weights import save_caffemodel
+        save_caffemodel(self.net, model_path, with_diff=bool(self.param.snapshot_diff))
         state = Msg("SolverState")
         state.set("iter", self.iter)
         state.set("learned_net", model_path)

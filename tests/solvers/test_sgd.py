@@ -194,3 +194,21 @@ def test_nan_loss_stops_with_the_layer_name():
     feed(s)
     with pytest.raises(caffeish.CaffeishError, match="loss is (nan|inf).*Lower base_lr"):
         s.step(20)
+
+
+def test_snapshot_diff_and_hdf5_format_warning(tmp_path, caplog):
+    from caffeish.io.formats import read_netparameter
+    import logging
+    text = LINEAR + f"snapshot_prefix: {tmp_path}/s\nsnapshot_diff: true\nsnapshot_format: HDF5\n"
+    log = logging.getLogger("caffeish")
+    log.addHandler(caplog.handler)  # the CLI's setup_logging stops propagation to the root
+    try:
+        s = solver_from(text)
+    finally:
+        log.removeHandler(caplog.handler)
+    assert any("snapshot_format HDF5 is not supported" in r.getMessage() for r in caplog.records)
+    feed(s)
+    s.step(1)
+    model, _ = s.snapshot()
+    ip = [lp for lp in read_netparameter(model).layer if lp.name == "ip"][0]
+    assert ip.blobs[0].diff.size == 6  # the gradients travel with snapshot_diff
