@@ -68,6 +68,12 @@ class _ConvGeometry(Layer):
     def _hw(self, v, fill):
         return (fill, v[0]) if self.num_spatial == 1 else v
 
+    def _check_num_axes(self, shape):
+        want = self.channel_axis + 1 + self.num_spatial
+        if len(shape) != want:
+            raise self.shape_error(f"bottom num_axes may not change: set up for {want} axes, "
+                                   f"got shape {shape}")
+
 
 @register_layer("Convolution")
 class ConvolutionLayer(_ConvGeometry):
@@ -140,30 +146,21 @@ class ConvolutionLayer(_ConvGeometry):
     def reshape(self, bottom, top):
         shape = tuple(bottom[0].shape)
         ca = self.channel_axis
-        if len(shape) != ca + 1 + self.num_spatial:
-            raise self.shape_error(f"bottom num_axes may not change: set up for "
-                                   f"{ca + 1 + self.num_spatial} axes, got shape {shape}")
+        self._check_num_axes(shape)
         for i, b in enumerate(bottom[1:], 1):
             if tuple(b.shape) != shape:
                 raise self.shape_error(f"all bottoms must have the same shape: bottom[0] is "
                                        f"{shape}, bottom[{i}] is {tuple(b.shape)}")
         wshape = tuple(self.blobs[0].shape)
-        want_c = wshape[1] * self.group
+        want_c, why = self._bottom_channels(wshape)
         if shape[ca] != want_c:
             raise self.shape_error(
                 f"bottom shape {shape} has {shape[ca]} channels (axis {ca}) but the weights of "
-                f"shape {wshape} with group {self.group} need {want_c}")
+                f"shape {wshape}{why} need {want_c}")
         spatial = shape[ca + 1:]
         extent = tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel))
-        out = []
-        for d in range(self.num_spatial):
-            o = (spatial[d] + 2 * self.pad[d] - extent[d]) // self.stride[d] + 1
-            if o <= 0:
-                raise self.shape_error(
-                    f"bottom shape {shape}: spatial size {spatial} with pad {self.pad} is "
-                    f"smaller than the dilated kernel extent {extent}")
-            out.append(o)
-        top_shape = shape[:ca] + (self.num_output,) + tuple(out)
+        out = tuple(self._output_size(d, spatial, extent, shape) for d in range(self.num_spatial))
+        top_shape = shape[:ca] + (self.num_output,) + out
         for t in top:
             t.reshape(top_shape)
 
@@ -174,11 +171,28 @@ class ConvolutionLayer(_ConvGeometry):
         self._key = key
         self.num = num
         self.in_hw = self._hw(spatial, 1)
-        self.out_hw = self._hw(tuple(out), 1)
+        self.out_hw = self._hw(out, 1)
         self.k_hw = self._hw(self.kernel, 1)
         self.s_hw = self._hw(self.stride, 1)
         self.p_hw = self._hw(self.pad, 0)
         self.d_hw = self._hw(self.dilation, 1)
+        self._nobias = np.zeros(1, self.dtype)
+        self._allocate(num)
+
+    def _bottom_channels(self, wshape):
+        """(channels the weights expect, words for the message)."""
+        return wshape[1] * self.group, f" with group {self.group}"
+
+    def _output_size(self, d, spatial, extent, shape):
+        o = (spatial[d] + 2 * self.pad[d] - extent[d]) // self.stride[d] + 1
+        if o <= 0:
+            raise self.shape_error(
+                f"bottom shape {shape}: spatial size {spatial} with pad {self.pad} is "
+                f"smaller than the dilated kernel extent {extent}")
+        return o
+
+    def _allocate(self, num):
+        """Column and result buffers for chunks of images (reallocated on a shape change)."""
         ohw = self.out_hw[0] * self.out_hw[1]
         krows = self.channels * self.k_hw[0] * self.k_hw[1]
         per_image = max(krows, self.num_output) * ohw
@@ -186,7 +200,6 @@ class ConvolutionLayer(_ConvGeometry):
         m = self.chunk * ohw
         self._col = np.zeros(krows * m, self.dtype)
         self._res = np.zeros(self.num_output * m, self.dtype)
-        self._nobias = np.zeros(1, self.dtype)
         self._col_valid = False
 
     # --- compute -----------------------------------------------------------------------------
@@ -450,47 +463,18 @@ class DeconvolutionLayer(ConvolutionLayer):
     def _weight_shape(self):
         return (self.channels, self.num_output // self.group) + self.kernel
 
-    def reshape(self, bottom, top):
-        shape = tuple(bottom[0].shape)
-        ca = self.channel_axis
-        if len(shape) != ca + 1 + self.num_spatial:
-            raise self.shape_error(f"bottom num_axes may not change: set up for "
-                                   f"{ca + 1 + self.num_spatial} axes, got shape {shape}")
-        for i, b in enumerate(bottom[1:], 1):
-            if tuple(b.shape) != shape:
-                raise self.shape_error(f"all bottoms must have the same shape: bottom[0] is "
-                                       f"{shape}, bottom[{i}] is {tuple(b.shape)}")
-        wshape = tuple(self.blobs[0].shape)
-        if shape[ca] != wshape[0]:
-            raise self.shape_error(
-                f"bottom shape {shape} has {shape[ca]} channels (axis {ca}) but the weights of "
-                f"shape {wshape} need {wshape[0]}")
-        spatial = shape[ca + 1:]
-        extent = tuple(d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel))
-        out = []
-        for d in range(self.num_spatial):
-            o = self.stride[d] * (spatial[d] - 1) + extent[d] - 2 * self.pad[d]
-            if o <= 0:
-                raise self.shape_error(
-                    f"bottom shape {shape}: spatial size {spatial} with stride {self.stride}, "
-                    f"dilated kernel extent {extent} and pad {self.pad} gives output size {o}")
-            out.append(o)
-        top_shape = shape[:ca] + (self.num_output,) + tuple(out)
-        for t in top:
-            t.reshape(top_shape)
+    def _bottom_channels(self, wshape):
+        return wshape[0], ""
 
-        num = int(np.prod(shape[:ca], dtype=np.int64)) if ca else 1
-        key = (num, tuple(spatial), self.dtype)
-        if key == self._key:
-            return
-        self._key = key
-        self.num = num
-        self.in_hw = self._hw(spatial, 1)
-        self.out_hw = self._hw(tuple(out), 1)
-        self.k_hw = self._hw(self.kernel, 1)
-        self.s_hw = self._hw(self.stride, 1)
-        self.p_hw = self._hw(self.pad, 0)
-        self.d_hw = self._hw(self.dilation, 1)
+    def _output_size(self, d, spatial, extent, shape):
+        o = self.stride[d] * (spatial[d] - 1) + extent[d] - 2 * self.pad[d]
+        if o <= 0:
+            raise self.shape_error(
+                f"bottom shape {shape}: spatial size {spatial} with stride {self.stride}, "
+                f"dilated kernel extent {extent} and pad {self.pad} gives output size {o}")
+        return o
+
+    def _allocate(self, num):
         p_in = self.in_hw[0] * self.in_hw[1]
         krows = self.num_output * self.k_hw[0] * self.k_hw[1]
         per_image = max(krows, self.channels) * p_in
@@ -498,7 +482,6 @@ class DeconvolutionLayer(ConvolutionLayer):
         m = self.chunk * p_in
         self._col = np.zeros(krows * m, self.dtype)
         self._xc = np.zeros(self.channels * m, self.dtype)
-        self._nobias = np.zeros(1, self.dtype)
 
     def _deconv_geom(self):
         """im2col/col2im geometry of the convolution whose input is our top."""
@@ -587,9 +570,7 @@ class Im2colLayer(_ConvGeometry):
         ca = self.channel_axis
         if top[0] is bottom[0]:
             raise self.config_error("cannot run in place")
-        if len(shape) != ca + 1 + self.num_spatial:
-            raise self.shape_error(f"bottom num_axes may not change: set up for "
-                                   f"{ca + 1 + self.num_spatial} axes, got shape {shape}")
+        self._check_num_axes(shape)
         spatial = shape[ca + 1:]
         out = []
         for d in range(self.num_spatial):
