@@ -246,6 +246,29 @@ class _PrefetchingDataLayer(Layer):
         state["source"] = str(self.source)
         return state
 
+    def set_state(self, state: dict):
+        super().set_state(state)
+        if "position" not in state:
+            return
+        self._prefetcher.stop()
+        self._seek(state)
+        if "transform_rng" in state:
+            self.transformer.set_state(state["transform_rng"])
+        self._consumed = self._source.state()
+        self._prefetcher.start()
+
+    def _seek(self, state: dict):
+        """Put the source where ``state`` (a consumed batch's state) says."""
+        raise NotImplementedError
+
+    def _start_prefetch(self, source, depth: int):
+        from ..data.prefetch import Prefetcher
+        self._source = source
+        self._consumed = source.state()
+        self._prefetcher = Prefetcher(source, depth, name=f"prefetch-{self.name}")
+        self._finalizer = weakref.finalize(self, self._prefetcher.request_stop)
+        self._prefetcher.start()
+
 
 @register_layer("Data")
 class DataLayer(_PrefetchingDataLayer):
@@ -273,7 +296,6 @@ class DataLayer(_PrefetchingDataLayer):
 
     def setup(self, bottom, top):
         from ..data.lmdb_io import MAKE_DB_HINT, LMDBReader
-        from ..data.prefetch import Prefetcher
         from ..data.transformer import DataTransformer, resolve_path
         from ..data.datum import datum_to_array, decode_datum
 
@@ -321,30 +343,16 @@ class DataLayer(_PrefetchingDataLayer):
             self._item_shape = self.transformer.infer_shape(*first.shape)
         except DataError as e:
             raise self.data_error(f"{found}: first record {_show_key(key)}: {e}") from None
-        self._source = _BatchSource(cursor, self.transformer, self.batch_size, self.dtype,
-                                    self.describe(), found)
-        self._consumed = self._source.state()
-        self._prefetcher = Prefetcher(self._source, int(p.prefetch), name=f"prefetch-{self.name}")
-        self._finalizer = weakref.finalize(self, self._prefetcher.request_stop)
-        self._prefetcher.start()
+        self._start_prefetch(_BatchSource(cursor, self.transformer, self.batch_size, self.dtype,
+                                          self.describe(), found), int(p.prefetch))
 
-
-
-    def set_state(self, state: dict):
-        super().set_state(state)
-        if "position" not in state:
-            return
-        self._prefetcher.stop()
+    def _seek(self, state: dict):
         key = state.get("key")
         try:
             self._source.cursor.seek(int(state["position"]),
                                      bytes.fromhex(key) if key else None)
         except DataError as e:
             raise self.data_error(str(e)) from None
-        if "transform_rng" in state:
-            self.transformer.set_state(state["transform_rng"])
-        self._consumed = self._source.state()
-        self._prefetcher.start()
 
     def close(self):
         pf = getattr(self, "_prefetcher", None)
@@ -490,7 +498,6 @@ class ImageDataLayer(_PrefetchingDataLayer):
 
         from caffeish.data.images import parse_list, root_prefix
 
-        from ..data.prefetch import Prefetcher
         from ..data.transformer import DataTransformer, resolve_path
 
         p = self.param
@@ -522,7 +529,7 @@ class ImageDataLayer(_PrefetchingDataLayer):
             if alt is not None:
                 root = str(alt) + "/"
         order_rng = np.random.default_rng(int(self.rng.integers(0, 2**63)))
-        self._source = src = _ImageListSource(
+        src = _ImageListSource(
             lines, root_prefix(root), new_h, new_w, bool(p.is_color), None, self.batch_size,
             self.dtype, bool(p.shuffle), order_rng, self.describe(), found)
         if p.rand_skip:
@@ -544,23 +551,10 @@ class ImageDataLayer(_PrefetchingDataLayer):
             self._item_shape = self.transformer.infer_shape(*first.shape)
         except DataError as e:
             raise self.data_error(f"{found}: first image {relpath!r}: {e}") from None
-        self._consumed = src.state()
-        self._prefetcher = Prefetcher(src, self._prefetch_depth(), name=f"prefetch-{self.name}")
-        self._finalizer = weakref.finalize(self, self._prefetcher.request_stop)
-        self._prefetcher.start()
+        self._start_prefetch(src, self._prefetch_depth())
 
-
-
-    def set_state(self, state: dict):
-        super().set_state(state)
-        if "position" not in state:
-            return
-        self._prefetcher.stop()
+    def _seek(self, state: dict):
         self._source.restore(state["position"], state.get("order_rng"))
-        if "transform_rng" in state:
-            self.transformer.set_state(state["transform_rng"])
-        self._consumed = self._source.state()
-        self._prefetcher.start()
 
     def close(self):
         pf = getattr(self, "_prefetcher", None)
