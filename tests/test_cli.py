@@ -7,8 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from caffeish.cli import main
-from caffeish.data.datum import encode_datum
-from caffeish.data.lmdb_io import LMDBWriter
+from tests.tiny_task import make_images, write_lmdb
 
 NET = """\
 name: tiny
@@ -60,22 +59,6 @@ snapshot_prefix: snap/tiny
 random_seed: 5
 solver_mode: CPU
 """
-
-
-def make_images(n, seed):
-    """Class k: a bright 3x3 square in one of three places on a noisy 10x10 image."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 3, n)
-    imgs = rng.integers(0, 60, (n, 1, 10, 10)).astype(np.uint8)
-    for i, k in enumerate(labels):
-        imgs[i, 0, 1 + 3 * k:4 + 3 * k, 2:5] = 250
-    return imgs, labels
-
-
-def write_lmdb(path, imgs, labels):
-    with LMDBWriter(path) as w:
-        for i, (im, lab) in enumerate(zip(imgs, labels)):
-            w.put(f"{i:08d}", encode_datum(im, int(lab)))
 
 
 @pytest.fixture

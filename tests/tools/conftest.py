@@ -1,9 +1,7 @@
 """A tiny LMDB classification task (3 classes of 10x10 images) with a net and a solver."""
-import numpy as np
 import pytest
 
-from caffeish.data.datum import encode_datum
-from caffeish.data.lmdb_io import LMDBWriter
+from tests.tiny_task import make_images, write_lmdb
 
 NET = """\
 name: tiny
@@ -51,23 +49,6 @@ max_iter: 20
 snapshot_prefix: snap/tiny
 random_seed: 5
 """
-
-
-def make_images(n, seed, classes=3):
-    """Class k: a bright 3x3 square in one of three places on a noisy 10x10 image."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, classes, n)
-    imgs = rng.integers(0, 60, (n, 1, 10, 10)).astype(np.uint8)
-    for i, k in enumerate(labels):
-        k = k % 3
-        imgs[i, 0, 1 + 3 * k:4 + 3 * k, 2:5] = 250
-    return imgs, labels
-
-
-def write_lmdb(path, imgs, labels):
-    with LMDBWriter(path) as w:
-        for i, (im, lab) in enumerate(zip(imgs, labels)):
-            w.put(f"{i:08d}", encode_datum(im, int(lab)))
 
 
 @pytest.fixture
