@@ -9,6 +9,7 @@ from caffeish.errors import ConfigError
 from caffeish.io.formats import blob_to_array, read_solverstate
 from caffeish.solvers.adaptive import (AdaDeltaSolver, AdaGradSolver, AdamSolver,
                                        NesterovSolver, RMSPropSolver)
+from tests.solvers.test_sgd import RANDOM_NET_PARAM
 
 NET = """\
 net_param:
@@ -174,23 +175,7 @@ def test_unknown_solver_type_suggests():
         solver_from(NET + "type: Adamm\nbase_lr: 0.1\n")
 
 
-RANDOM_NET = """\
-net_param:
-  name: noisy
-  layer:
-    - name: data
-      type: DummyData
-      top: [x, y]
-      dummy_data_param:
-        shape: [{dim: [8, 6]}, {dim: [8, 3]}]
-        data_filler: [{type: gaussian, std: 1.0}, {type: uniform, min: -1, max: 1}]
-    - {name: ip1, type: InnerProduct, bottom: x, top: h, inner_product_param: {num_output: 16,
-       weight_filler: {type: xavier}}}
-    - {name: relu, type: ReLU, bottom: h, top: h}
-    - {name: drop, type: Dropout, bottom: h, top: h, dropout_param: {dropout_ratio: 0.3}}
-    - {name: ip2, type: InnerProduct, bottom: h, top: p, inner_product_param: {num_output: 3,
-       weight_filler: {type: xavier}}}
-    - {name: loss, type: EuclideanLoss, bottom: [p, y], top: loss}
+RANDOM_NET = RANDOM_NET_PARAM + """\
 lr_policy: step
 gamma: 0.5
 stepsize: 7

@@ -138,7 +138,7 @@ def test_solver_net_path_is_relative_to_the_solver_file(tmp_path, monkeypatch):
         caffeish.get_solver(str(sub / "solver.yaml"))
 
 
-RANDOM_NET = """\
+RANDOM_NET_PARAM = """\
 net_param:
   name: noisy
   layer:
@@ -155,6 +155,9 @@ net_param:
     - {name: ip2, type: InnerProduct, bottom: h, top: p, inner_product_param: {num_output: 3,
        weight_filler: {type: xavier}}}
     - {name: loss, type: EuclideanLoss, bottom: [p, y], top: loss}
+"""
+
+RANDOM_NET = RANDOM_NET_PARAM + """\
 base_lr: 0.05
 lr_policy: multistep
 gamma: 0.5
