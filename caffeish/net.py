@@ -96,15 +96,12 @@ def _default_loss_weights(lp: Msg, cls) -> list[float]:
 
 
 def insert_splits(layers: list[Msg], loss_weights: list[list[float]]):
-    """Caffe's InsertSplits: a top read by several bottoms goes through a Split layer."""
+    """Caffe's InsertSplits: a top read by several bottoms goes through a Split layer.
+    The graph must have passed Net._check_graph (every bottom produced earlier)."""
     last_top = {}
     consumers = defaultdict(list)
     for i, lp in enumerate(layers):
         for j, b in enumerate(lp.bottom):
-            if b not in last_top:
-                raise ConfigError(f"{lp.where('bottom')}: layer '{lp.name}' ({lp.type}): unknown "
-                                  f"bottom blob '{b}' — no earlier layer produces it"
-                                  f"{_bottom_hint(b, last_top)}")
             consumers[last_top[b]].append((i, j))
         for j, t in enumerate(lp.top):
             last_top[t] = (i, j)
