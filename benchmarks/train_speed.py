@@ -21,7 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def synthetic_solver(net_path, batch, channels, size, classes):
-    import caffeish
     from caffeish.config.schema import Msg
     from caffeish.config.yaml_loader import load_message
     net = load_message(net_path, "NetParameter")

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import functools
-import logging
-import os
 import sys
-import time
 
 import click
 
