@@ -1,9 +1,78 @@
-"""Blob: an N-D array of data and its gradient (diff), Caffe's unit of storage."""
+"""Blob: an N-D array of data and its gradient (diff), Caffe's unit of storage.
+
+Like Caffe's SyncedMemory, each of data and diff lives on the host, on the GPU, or both, and is
+copied across lazily when the other side asks for it:
+
+- ``blob.data`` / ``blob.diff`` are numpy arrays on the host (pycaffe's view). Asking for them
+  brings the values back from the GPU if the GPU holds the newest copy, and marks the host copy
+  as the newest (the caller may write into it).
+- ``blob.dev_data`` / ``blob.dev_diff`` are the arrays of the active backend: the same numpy
+  arrays in CPU mode, device arrays in GPU mode. Layers use these, so one layer body serves both
+  modes; asking for them marks the device copy as the newest.
+"""
 from __future__ import annotations
 
 import numpy as np
 
+from .backend import get_backend
 from .errors import ShapeError
+
+_HOST, _DEV, _BOTH = 0, 1, 2
+
+
+class SyncedArray:
+    """One flat buffer with a host copy and (in GPU mode) a device copy, synced lazily."""
+
+    __slots__ = ("count", "dtype", "_host", "_dev", "_head")
+
+    def __init__(self, count: int, dtype, host: np.ndarray | None = None):
+        self.count = int(count)
+        self.dtype = np.dtype(dtype)
+        self._host = host if host is not None else None
+        self._dev = None
+        self._head = _HOST
+
+    def host(self) -> np.ndarray:
+        """The host copy, newest values, marked as the copy that may be written."""
+        if self._host is None:
+            self._host = np.zeros(self.count, self.dtype)
+            if self._dev is not None and self._head == _DEV:
+                self._dev.copy_to_host(self._host)
+        elif self._head == _DEV:
+            self._dev.copy_to_host(self._host)
+        self._head = _HOST
+        return self._host
+
+    def host_readonly(self) -> np.ndarray:
+        """The host copy, newest values, without taking ownership (the device copy stays valid)."""
+        if self._head == _DEV:
+            self.host()
+            self._head = _BOTH
+        elif self._host is None:
+            self._host = np.zeros(self.count, self.dtype)
+        return self._host
+
+    def device(self, be):
+        """The device copy on backend ``be``, newest values, marked as the copy that may be written."""
+        if self._dev is None:
+            if self._host is not None:
+                self._dev = be.to_device(self._host)
+            else:
+                self._dev = be.zeros(self.count, self.dtype)
+        elif self._head == _HOST:
+            be.copy_to_device(self._host, self._dev)
+        self._head = _DEV
+        return self._dev
+
+    def drop_device(self):
+        """Bring the values home and forget the device copy (used when leaving GPU mode)."""
+        if self._dev is not None:
+            self.host()
+            self._dev = None
+
+    @property
+    def on_device(self) -> bool:
+        return self._head == _DEV
 
 
 class Blob:
@@ -13,15 +82,20 @@ class Blob:
     the blob, as in pycaffe. Assigning ``blob.data = x`` copies ``x`` in (shapes must match).
     """
 
-    __slots__ = ("_data", "_diff", "name", "dtype")
+    __slots__ = ("_shape", "_count", "_dmem", "_gmem", "name", "dtype")
 
     def __init__(self, shape=(), dtype=np.float32, name=None):
         self.dtype = np.dtype(dtype)
         self.name = name
         shape = tuple(int(s) for s in shape)
         self._check_shape(shape)
-        self._data = np.zeros(shape, self.dtype)
-        self._diff = None
+        self._set_shape(shape)
+        self._dmem = SyncedArray(self._count, self.dtype, np.zeros(self._count, self.dtype))
+        self._gmem = None
+
+    def _set_shape(self, shape):
+        self._shape = shape
+        self._count = int(np.prod(shape, dtype=np.int64)) if shape else 1
 
     @staticmethod
     def _check_shape(shape):
@@ -31,15 +105,15 @@ class Blob:
     # --- shape -------------------------------------------------------------------------
     @property
     def shape(self) -> tuple:
-        return self._data.shape
+        return self._shape
 
     @property
     def count(self) -> int:
-        return int(self._data.size)
+        return self._count
 
     @property
     def num_axes(self) -> int:
-        return self._data.ndim
+        return len(self._shape)
 
     def count_range(self, start, end=None) -> int:
         s = self.shape[start:end]
@@ -72,70 +146,129 @@ class Blob:
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = shape[0]
         shape = tuple(int(s) for s in shape)
-        if shape == self._data.shape:
+        if shape == self._shape:
             return self
         self._check_shape(shape)
-        self._data = np.zeros(shape, self.dtype)
-        self._diff = None
+        self._set_shape(shape)
+        self._dmem = SyncedArray(self._count, self.dtype, np.zeros(self._count, self.dtype))
+        self._gmem = None
         return self
 
     def reshape_like(self, other: "Blob"):
         return self.reshape(other.shape)
 
-    # --- contents ------------------------------------------------------------------------
+    # --- contents: host (pycaffe) view ---------------------------------------------------
     @property
     def data(self) -> np.ndarray:
-        return self._data
+        return self._dmem.host().reshape(self._shape)
 
     @data.setter
     def data(self, value):
         value = np.asarray(value)
-        if value.shape != self._data.shape:
+        if value.shape != self._shape:
             raise ShapeError(f"cannot assign an array of shape {value.shape} to blob "
-                             f"'{self.name}' of shape {self._data.shape}")
-        self._data[...] = value
+                             f"'{self.name}' of shape {self._shape}")
+        self.data[...] = value
+
+    def _diff_mem(self) -> SyncedArray:
+        if self._gmem is None:
+            self._gmem = SyncedArray(self._count, self.dtype)
+        return self._gmem
 
     @property
     def diff(self) -> np.ndarray:
-        if self._diff is None or self._diff.shape != self._data.shape:
-            self._diff = np.zeros(self._data.shape, self.dtype)
-        return self._diff
+        return self._diff_mem().host().reshape(self._shape)
 
     @diff.setter
     def diff(self, value):
         value = np.asarray(value)
-        if value.shape != self._data.shape:
+        if value.shape != self._shape:
             raise ShapeError(f"cannot assign an array of shape {value.shape} to the diff of "
-                             f"blob '{self.name}' of shape {self._data.shape}")
+                             f"blob '{self.name}' of shape {self._shape}")
         self.diff[...] = value
 
+    def data_readonly(self) -> np.ndarray:
+        """The host values without taking them off the device (for display and snapshots)."""
+        return self._dmem.host_readonly().reshape(self._shape)
+
+    def diff_readonly(self) -> np.ndarray:
+        return self._diff_mem().host_readonly().reshape(self._shape)
+
+    # --- contents: the active backend's arrays (what layers use) -----------------------------
+    @property
+    def dev_data(self):
+        be = get_backend()
+        if be.name == "cpu":
+            return self._dmem.host().reshape(self._shape)
+        return be.view(self._dmem.device(be), self._shape)
+
+    @property
+    def dev_diff(self):
+        be = get_backend()
+        if be.name == "cpu":
+            return self._diff_mem().host().reshape(self._shape)
+        return be.view(self._diff_mem().device(be), self._shape)
+
+    @property
+    def data_on_device(self) -> bool:
+        """True when the newest data lives on the GPU."""
+        return self._dmem.on_device
+
+    def to_host(self):
+        """Bring data and diff home and release their device copies (``set_mode_cpu``)."""
+        self._dmem.drop_device()
+        if self._gmem is not None:
+            self._gmem.drop_device()
+
+    # --- sharing and adoption ------------------------------------------------------------------
     def set_data_array(self, arr: np.ndarray):
-        """Adopt ``arr`` (C-contiguous, right dtype) as the data without copying."""
+        """Adopt the host array ``arr`` (C-contiguous, right dtype) as the data without copying."""
         if arr.dtype != self.dtype or not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr, dtype=self.dtype)
-        if arr.shape != self._data.shape:
-            self._diff = None
-        self._data = arr
+        if arr.shape != self._shape:
+            self._set_shape(arr.shape)
+            self._gmem = None
+        self._dmem = SyncedArray(self._count, self.dtype, arr.reshape(-1))
 
     def share_data(self, other: "Blob"):
+        """Use ``other``'s data storage (any shape of the same count), as Caffe's ShareData."""
         if other.count != self.count:
             raise ShapeError(f"cannot share data of {other.shape_string} with {self.shape_string}")
-        self._data = other._data.reshape(self.shape)
+        self._dmem = other._dmem
 
     def share_diff(self, other: "Blob"):
         if other.count != self.count:
             raise ShapeError(f"cannot share diff of {other.shape_string} with {self.shape_string}")
-        self._diff = other.diff.reshape(self.shape)
+        self._gmem = other._diff_mem()
+
+    def shares_data_with(self, other: "Blob") -> bool:
+        return self._dmem is other._dmem
+
+    @property
+    def data_storage(self) -> SyncedArray:
+        """The storage object behind ``data``: a new one after a reallocating reshape."""
+        return self._dmem
 
     def zero_diff(self):
-        if self._diff is not None:
-            self._diff.fill(0)
+        if self._gmem is None:
+            return
+        be = get_backend()
+        if be.name == "cpu" or not self._gmem.on_device:
+            self._gmem.host().fill(0)
+        else:
+            be.fill(self._gmem.device(be), 0.0)
 
     def asum_data(self) -> float:
-        return float(np.abs(self._data).sum())
+        be = get_backend()
+        if be.name != "cpu" and self._dmem.on_device:
+            return be.asum(self.dev_data)
+        return float(np.abs(self.data_readonly()).sum())
 
     def asum_diff(self) -> float:
-        return float(np.abs(self.diff).sum())
+        be = get_backend()
+        if be.name != "cpu" and self._diff_mem().on_device:
+            return be.asum(self.dev_diff)
+        return float(np.abs(self.diff_readonly()).sum())
 
     def __repr__(self):
         return f"Blob({self.name!r}, shape={self.shape}, dtype={self.dtype})"

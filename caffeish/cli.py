@@ -34,7 +34,8 @@ def _handle_errors(fn):
 
 def _gpu_option(fn):
     return click.option("--gpu", default=None, metavar="ID",
-                        help="GPU id(s) to run on (overrides solver_mode).")(fn)
+                        help="GPU id to run on (overrides solver_mode/device_id); 'all' means "
+                             "GPU 0 (one GPU per process).")(fn)
 
 
 def _state_options(fn):
@@ -43,13 +44,33 @@ def _state_options(fn):
     return fn
 
 
-def _select_mode(gpu, solver_mode=None):
+def _parse_gpu(gpu: str) -> int:
+    if gpu.strip().lower() == "all":
+        return 0
+    ids = [x for x in gpu.split(",") if x.strip()]
+    try:
+        first = int(ids[0])
+    except (IndexError, ValueError):
+        raise CaffeishError(f"--gpu {gpu!r}: give a GPU id such as --gpu 0") from None
+    if len(ids) > 1:
+        logger.warning(f"--gpu {gpu}: caffeish trains on one GPU per process; using GPU {first}")
+    return first
+
+
+def _select_mode(gpu, solver_mode=None, device_id=0):
+    """Caffe's rule: --gpu wins; else an explicit solver_mode: GPU uses device_id; else CPU."""
     from . import backend
     if gpu is not None:
-        backend.set_mode_gpu()
+        backend.set_mode_gpu(_parse_gpu(gpu))
+        logger.info(f"Using GPU {backend.device_id()}")
     elif solver_mode == "GPU":
-        logger.warning("solver_mode is GPU but caffeish has no GPU backend yet: training on the CPU")
-        backend.set_mode_cpu()
+        try:
+            backend.set_mode_gpu(device_id)
+            logger.info(f"Using GPU {backend.device_id()} (solver_mode: GPU)")
+        except CaffeishError as e:
+            logger.warning(f"solver_mode is GPU, but GPU mode is not usable here, so training "
+                           f"runs on the CPU: {e}")
+            backend.set_mode_cpu()
     else:
         backend.set_mode_cpu()
 
@@ -103,8 +124,8 @@ def train(solver, weights, snapshot, gpu, stage, level, sigint_effect, sighup_ef
     run_training(solver, overrides, run_dir=run_dir, weights=w, snapshot=snapshot,
                  stages=_stages(stage), level=level, sigint_effect=sigint_effect,
                  sighup_effect=sighup_effect, logfile=logfile, progress=progress,
-                 on_param=lambda p: _select_mode(gpu, p.solver_mode if p.has("solver_mode")
-                                                 else None))
+                 on_param=lambda p: _select_mode(
+                     gpu, p.solver_mode if p.has("solver_mode") else None, p.device_id))
 
 
 @main.command()
@@ -181,6 +202,17 @@ def time_cmd(model, iterations, phase, weights, gpu, stage, level):
         click.echo(report.format())
     finally:
         net.close()
+
+
+@main.command("device-query")
+@click.option("--gpu", default="0", show_default=True, metavar="ID", help="GPU id to describe.")
+@_handle_errors
+def device_query_cmd(gpu):
+    """Describe a GPU: name, memory, compute capability, driver (Caffe's `caffe device_query`)."""
+    from . import backend
+    info = backend.device_query(_parse_gpu(gpu))
+    for k, v in info.items():
+        click.echo(f"{k}: {'-' if v is None else v}")
 
 
 @main.group()

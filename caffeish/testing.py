@@ -167,3 +167,78 @@ def check_in_place(spec: dict, arrays, phase="TRAIN", seed=1701, rtol=1e-6):
     layer.backward(t2, [True] * len(b2), b2)
     np.testing.assert_allclose(got_top, want_top, rtol=rtol, atol=1e-12)
     np.testing.assert_allclose(b2[0].diff, want_diff, rtol=rtol, atol=1e-12)
+
+
+# --- CPU backend vs GPU backend ---------------------------------------------------------------
+class BackendMismatch(AssertionError):
+    pass
+
+
+def _run_on(mode, spec, arrays, phase, dtype, seed, n_tops, passes, in_place, propagate_down,
+            top_diff_seed):
+    from . import backend
+    if mode == "gpu":
+        backend.set_mode_gpu()
+    else:
+        backend.set_mode_cpu()
+    try:
+        layer = make_layer(spec, phase=phase, dtype=dtype, seed=seed)
+        bottom = blobs_from(arrays, dtype)
+        top = setup_layer(layer, bottom, n_tops, in_place=in_place)
+        rng = np.random.default_rng(top_diff_seed)
+        prop = [True] * len(bottom) if propagate_down is None else list(propagate_down)
+        out = {}
+        for p in range(passes):
+            layer.reshape(bottom, top)
+            layer.forward(bottom, top)
+            for i, t in enumerate(top):
+                out[f"pass{p} top[{i}].data"] = t.data.astype(np.float64).copy()
+            for t in top:
+                t.diff[...] = rng.standard_normal(t.shape) if t.count else 0
+            for pb in layer.blobs:
+                pb.zero_diff()
+            layer.backward(top, prop, bottom)
+            for i, b in enumerate(bottom):
+                if prop[i] and not in_place:
+                    out[f"pass{p} bottom[{i}].diff"] = b.diff.astype(np.float64).copy()
+            if in_place:
+                out[f"pass{p} bottom[0].diff (in place)"] = bottom[0].diff.astype(np.float64).copy()
+            for j, pb in enumerate(layer.blobs):
+                out[f"pass{p} param[{j}].diff"] = pb.diff.astype(np.float64).copy()
+        layer.close()
+        return out
+    finally:
+        backend.set_mode_cpu()
+
+
+def compare_backends(spec: dict, arrays, phase="TRAIN", dtype=np.float32, seed=1701, n_tops=None,
+                     passes=1, in_place=False, propagate_down=None, rtol=1e-4, atol=1e-5,
+                     skip=()):
+    """Run the same layer forward + backward on the CPU backend and on the GPU backend (real, or
+    numba's simulator under NUMBA_ENABLE_CUDASIM=1) and require every top, bottom diff and
+    parameter diff to agree. Top diffs are the same random values in both runs. ``passes`` > 1
+    repeats forward/backward (catches state kept between iterations). ``skip`` names outputs
+    (e.g. ``"pass0 top[1].data"``) not compared. Returns {output name: max abs difference}."""
+    kw = dict(spec=spec, arrays=arrays, phase=phase, dtype=dtype, seed=seed, n_tops=n_tops,
+              passes=passes, in_place=in_place, propagate_down=propagate_down,
+              top_diff_seed=seed + 1)
+    want = _run_on("cpu", **kw)
+    got = _run_on("gpu", **kw)
+    diffs, bad = {}, []
+    for name, w in want.items():
+        if name in skip:
+            continue
+        g = got[name]
+        if g.shape != w.shape:
+            bad.append(f"  {name}: shape {g.shape} on the GPU, {w.shape} on the CPU")
+            continue
+        d = float(np.max(np.abs(g - w))) if w.size else 0.0
+        diffs[name] = d
+        if not np.allclose(g, w, rtol=rtol, atol=atol, equal_nan=True):
+            k = int(np.argmax(np.abs(g - w) - rtol * np.abs(w)))
+            bad.append(f"  {name}: max |gpu - cpu| = {d:.3g}; at flat index {k}: gpu "
+                       f"{g.reshape(-1)[k]:.7g}, cpu {w.reshape(-1)[k]:.7g}")
+    if bad:
+        raise BackendMismatch(f"layer {spec.get('type')!r}: the GPU backend differs from the "
+                              f"CPU backend:\n" + "\n".join(bad))
+    return diffs

@@ -1,6 +1,12 @@
 import os
 from pathlib import Path
 
+# GPU-backend tests (marker `cuda`) run on numba's CUDA simulator unless this machine has an
+# NVIDIA device; set before numba is imported. CAFFEISH_TEST_GPU=real forces the real GPU.
+if (os.environ.get("CAFFEISH_TEST_GPU") != "real" and "NUMBA_ENABLE_CUDASIM" not in os.environ
+        and not os.path.exists("/dev/nvidiactl")):
+    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
+
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]

@@ -144,7 +144,7 @@ def test_finetune_copies_by_name_and_reinitialises_renamed_layers(workdir):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["train", "--solver", "solver.yaml", "--gpu", "0"], "GPU mode is not available yet"),
+    (["train", "--solver", "solver.yaml", "--gpu", "x"], "--gpu 'x': give a GPU id"),
     (["train", "--solver", "solver.yaml", "--weights", "a.caffemodel", "--snapshot", "b"],
      "give either --snapshot (resume) or --weights (finetune), not both"),
     (["train", "--solver", "missing.yaml"], "missing.yaml: file not found"),

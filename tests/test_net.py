@@ -95,7 +95,7 @@ def test_net_gradient_matches_finite_differences():
 def test_forward_returns_views_and_param_writes_change_the_net():
     net = fixed_net()
     out = net.forward()
-    assert out["loss"] is net.blobs["loss"].data
+    assert np.shares_memory(out["loss"], net.blobs["loss"].data)
     before = float(out["loss"])
     net.params["ip2"][0].data[...] = 0
     assert float(net.forward()["loss"]) != before

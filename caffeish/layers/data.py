@@ -110,13 +110,13 @@ class DummyDataLayer(Layer):
         from ..fillers import fill
         for i, t in enumerate(top):
             j = self._filler_index(i)
-            if self._refill[j] or first or self._filled[i] is not t.data:
+            if self._refill[j] or first or self._filled[i] is not t.data_storage:
                 if t.count:
                     try:
                         fill(t.data, self._fillers[j], self.rng)
                     except ConfigError as e:
                         raise self.config_error(str(e), "data_filler") from None
-                self._filled[i] = t.data
+                self._filled[i] = t.data_storage
 
     def reshape(self, bottom, top):
         for t, s in zip(top, self._shapes):

@@ -48,13 +48,13 @@ class ReLULayer(NeuronLayer):
         self.slope = self.dtype.type(self.param.negative_slope)
 
     def forward(self, bottom, top):
-        self.backend.relu_forward(_flat(bottom[0].data), self.slope, _flat(top[0].data))
+        self.backend.relu_forward(_flat(bottom[0].dev_data), self.slope, _flat(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        self.backend.relu_backward(_flat(top[0].diff), _flat(bottom[0].data), self.slope,
-                                   _flat(bottom[0].diff))
+        self.backend.relu_backward(_flat(top[0].dev_diff), _flat(bottom[0].dev_data), self.slope,
+                                   _flat(bottom[0].dev_diff))
 
 
 @register_layer("Sigmoid")
@@ -131,7 +131,7 @@ class DropoutLayer(NeuronLayer):
             u = self.rng.random(x.size, dtype=np.float32)
             np.less(u, self.keep_prob, out=self._mask_bool)
             self.backend.dropout_forward(x, self.mask, self.scale, y)
-        elif top[0].data is not bottom[0].data:
+        elif top[0] is not bottom[0]:
             self.backend.blob_copy(x, y)
 
     def backward(self, top, propagate_down, bottom):
@@ -140,7 +140,7 @@ class DropoutLayer(NeuronLayer):
         dy, dx = _flat(top[0].diff), _flat(bottom[0].diff)
         if self.phase == "TRAIN":
             self.backend.dropout_backward(dy, self.mask, self.scale, dx)
-        elif top[0].diff is not bottom[0].diff:
+        elif top[0] is not bottom[0]:
             self.backend.blob_copy(dy, dx)
 
 

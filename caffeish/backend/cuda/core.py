@@ -1,0 +1,145 @@
+"""Device arrays, launch geometry and the few ops every layer needs (copy, fill, asum).
+
+Kernels use grid-stride loops, so any launch covers any size: on a GPU the grid is sized to the
+array (capped); under numba's simulator (NUMBA_ENABLE_CUDASIM=1, used by CI) a launch is one or
+two small blocks so that simulated threads stay cheap.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import config, cuda
+
+from ...errors import CaffeishError
+
+__all__ = ["SIMULATED", "THREADS", "grid1d", "to_device", "copy_to_device", "to_host", "empty",
+           "zeros", "view", "flat", "fill", "blob_set_device", "select_device", "query_device",
+           "synchronize", "is_device_array"]
+
+SIMULATED = bool(config.ENABLE_CUDASIM)
+if SIMULATED:
+    # The simulator runs a block's threads as Python threads that meet at every syncthreads();
+    # with the default 5 ms GIL switch interval each barrier costs milliseconds (GEMM 20x slower).
+    import sys
+    sys.setswitchinterval(1e-5)
+THREADS = 32 if SIMULATED else 256
+_MAX_BLOCKS = 2 if SIMULATED else 8192
+
+
+def grid1d(n: int):
+    """(blocks, threads) for a grid-stride kernel over ``n`` items."""
+    return max(1, min(_MAX_BLOCKS, math.ceil(max(int(n), 1) / THREADS))), THREADS
+
+
+def is_device_array(x) -> bool:
+    return cuda.is_cuda_array(x)
+
+
+def to_device(host: np.ndarray):
+    return cuda.to_device(np.ascontiguousarray(host))
+
+
+def copy_to_device(host: np.ndarray, dev):
+    dev.copy_to_device(np.ascontiguousarray(host).reshape(dev.shape))
+
+
+def to_host(dev, out: np.ndarray | None = None) -> np.ndarray:
+    if out is None:
+        return dev.copy_to_host()
+    dev.copy_to_host(out)
+    return out
+
+
+def empty(shape, dtype=np.float32):
+    return cuda.device_array(shape, dtype=np.dtype(dtype))
+
+
+def zeros(shape, dtype=np.float32):
+    a = cuda.device_array(shape, dtype=np.dtype(dtype))
+    if a.size:
+        fill(a, 0)
+    return a
+
+
+def view(dev, shape):
+    """``dev`` (contiguous) seen with ``shape`` (same size); () views as one element."""
+    shape = tuple(shape)
+    if shape == tuple(dev.shape):
+        return dev
+    if not shape:
+        shape = (1,)
+    return dev.reshape(shape)
+
+
+def flat(dev):
+    return dev if dev.ndim == 1 else dev.reshape(dev.size)
+
+
+@cuda.jit
+def _fill_kernel(x, value):
+    for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):
+        x[i] = value
+
+
+def fill(x, value):
+    """x[:] = value."""
+    x = flat(x)
+    if x.size:
+        _fill_kernel[grid1d(x.size)](x, x.dtype.type(value))
+    return x
+
+
+def blob_set_device(value, out):
+    return fill(out, value)
+
+
+def synchronize():
+    cuda.synchronize()
+
+
+def select_device(device_id: int):
+    if SIMULATED:
+        return
+    try:
+        available = cuda.is_available()
+    except Exception as e:  # driver library present but broken
+        available, why = False, str(e)
+    else:
+        why = ""
+    if not available:
+        raise CaffeishError(
+            "GPU mode was asked for, but no CUDA GPU is usable: numba.cuda found no CUDA driver "
+            "(libcuda.so) or no NVIDIA device" + (f" ({why})" if why else "") + ". Check "
+            "`nvidia-smi`, install the GPU extra (pip install 'caffeish[gpu]'), or train on the "
+            "CPU (solver_mode: CPU, no --gpu).")
+    n = len(cuda.gpus)
+    if not 0 <= device_id < n:
+        raise CaffeishError(f"GPU {device_id} was asked for, but this machine has {n} CUDA "
+                            f"device(s) (ids 0..{n - 1}). Use --gpu 0..{n - 1} or device_id.")
+    cuda.select_device(device_id)
+
+
+def query_device(device_id: int) -> dict:
+    """What Caffe's `device_query` prints, as a dict."""
+    if SIMULATED:
+        return {"id": device_id, "name": "numba CUDA simulator (NUMBA_ENABLE_CUDASIM=1)",
+                "compute_capability": "simulated", "total_memory_mib": None,
+                "free_memory_mib": None, "multiprocessors": None, "driver_version": None,
+                "cublas": "none (tiled numba.cuda GEMM)"}
+    select_device(device_id)
+    dev = cuda.get_current_device()
+    free, total = cuda.current_context().get_memory_info()
+    try:
+        from numba.cuda.cudadrv.driver import driver
+        v = driver.get_version()
+        drv = f"{v[0]}.{v[1]}" if isinstance(v, tuple) else str(v)
+    except Exception:
+        drv = "unknown"
+    from .blas import HAVE_CUPY
+    name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
+    return {"id": device_id, "name": name,
+            "compute_capability": "%d.%d" % dev.compute_capability,
+            "total_memory_mib": total // 2**20, "free_memory_mib": free // 2**20,
+            "multiprocessors": dev.MULTIPROCESSOR_COUNT, "driver_version": drv,
+            "cublas": "CuPy" if HAVE_CUPY else "none (tiled numba.cuda GEMM)"}
