@@ -6,5 +6,6 @@ from .structure_ops import *  # noqa: F401,F403
 from .solver_ops import *  # noqa: F401,F403
 from .norm_ops import *  # noqa: F401,F403
 from .recurrent_ops import *  # noqa: F401,F403
+from .loss_ops import *  # noqa: F401,F403
 
 name = "cpu"

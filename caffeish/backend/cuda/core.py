@@ -14,7 +14,7 @@ from numba import config, cuda
 from ...errors import CaffeishError
 
 __all__ = ["SIMULATED", "THREADS", "grid1d", "to_device", "copy_to_device", "to_host", "empty",
-           "zeros", "view", "flat", "fill", "blob_set_device", "select_device", "query_device",
+           "zeros", "view", "flat", "fill", "select_device", "query_device",
            "synchronize", "is_device_array"]
 
 SIMULATED = bool(config.ENABLE_CUDASIM)
@@ -88,10 +88,6 @@ def fill(x, value):
     if x.size:
         _fill_kernel[grid1d(x.size)](x, x.dtype.type(value))
     return x
-
-
-def blob_set_device(value, out):
-    return fill(out, value)
 
 
 def synchronize():
