@@ -6,6 +6,8 @@
         python benchmarks/compare_torch.py --nets lenet --only caffeish    # its peak RSS
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
         python benchmarks/compare_torch.py --nets lenet --only torch       # PyTorch's
+    python benchmarks/compare_torch.py --gpu 0      # both engines on GPU 0 (caffeish[gpu] and a
+                                                    # CUDA build of PyTorch)
 
 Nets (each built from our YAML; the data layer becomes an Input layer on synthetic data, as in
 benchmarks/train_speed.py):
@@ -396,14 +398,14 @@ def check_against_caffeish(net, model, tblobs_in, loss_name):
             out = model(tblobs_in)
     for name, t in out.items():
         if name in net.blobs and name not in tblobs_in:
-            e = rel_err(net.blobs[name].data, t.detach().numpy())
+            e = rel_err(net.blobs[name].data, t.detach().cpu().numpy())
             if e > worst_f:
                 worst_f, where_f = e, name
     worst_g, where_g = 0.0, ""
     if loss_name:
         for lname, j, p, tr in model.param_map:
             diff = net.params[lname][j].diff
-            g = p.grad.numpy()
+            g = p.grad.cpu().numpy()
             e = rel_err(diff.T if tr else diff.reshape(g.shape), g)
             if e > worst_g:
                 worst_g, where_g = e, f"{lname}[{j}]"
@@ -459,6 +461,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=9, help="timed runs per engine (median)")
     ap.add_argument("--seconds", type=float, default=0.5, help="length of one timed run")
     ap.add_argument("--no-gemm-peak", action="store_true", help="skip the SGEMM reference")
+    ap.add_argument("--gpu", type=int, default=None, metavar="ID",
+                    help="run both engines on this CUDA GPU (caffeish: set_mode_gpu; PyTorch: "
+                         "cuda:ID); every timed run ends with a device synchronize")
     args = ap.parse_args()
     nets = [n.strip() for n in args.nets.split(",") if n.strip()]
     for n in nets:
@@ -501,6 +506,24 @@ def main():
     import numpy as np
     if use_torch:
         torch.set_num_threads(threads)
+    tdev = "cpu"
+    sync_torch = sync_caffeish = (lambda: None)
+    if args.gpu is not None:
+        if use_caffeish:
+            caffeish.set_mode_gpu(args.gpu)
+            from caffeish import backend as _be
+            sync_caffeish = _be.get_backend().synchronize
+            info = _be.device_query(args.gpu)
+            print(f"caffeish GPU {args.gpu}: {info['name']} (cc {info['compute_capability']}, "
+                  f"{info['total_memory_mib']} MiB), GEMM: {_be.get_backend().gemm_engine()}")
+        if use_torch:
+            if not torch.cuda.is_available():
+                raise SystemExit("--gpu: this PyTorch build sees no CUDA device "
+                                 f"(torch {torch.__version__})")
+            tdev = f"cuda:{args.gpu}"
+            sync_torch = torch.cuda.synchronize
+            print(f"torch device: {torch.cuda.get_device_name(args.gpu)}")
+        args.no_gemm_peak = True
     desc = [f"{threads} thread(s) ({cores()} cores)"]
     if use_caffeish:
         import numba
@@ -544,17 +567,20 @@ def main():
                 if name in net.blobs and shp and tuple(net.blobs[name].shape) != tuple(shp):
                     raise SystemExit(f"{key}: blob {name}: caffeish shape "
                                      f"{net.blobs[name].shape}, Caffe's rule gives {shp}")
-            engines.append(("caffeish", c_fn))
+            def c_timed(n, c_fn=c_fn):
+                c_fn(n)
+                sync_caffeish()
+            engines.append(("caffeish", c_timed))
         if use_torch:
-            model = build_torch_net(layers, shapes, spec["mode"])
+            model = build_torch_net(layers, shapes, spec["mode"]).to(tdev)
             if use_caffeish:
                 arrays = {n: net.blobs[n].data.copy() for n in inputs}
             else:
                 rng = np.random.default_rng(0)
                 arrays = {n: rng.random(shp) if len(shp) == 4 else
                           rng.integers(0, spec["classes"], shp) for n, shp in inputs.items()}
-            tin = {n: torch.tensor(a, dtype=torch.float32 if a.ndim == 4 else torch.int64)
-                   for n, a in arrays.items()}
+            tin = {n: torch.tensor(a, dtype=torch.float32 if a.ndim == 4 else torch.int64,
+                                   device=tdev) for n, a in arrays.items()}
             loss_name = next((lp.top[0] for lp in reversed(layers)
                               if lp.type == "SoftmaxWithLoss"), None) \
                 if spec["mode"] == "train" else None
@@ -578,11 +604,13 @@ def main():
                         opt.zero_grad(set_to_none=True)
                         model(tin)[loss_name].backward()
                         opt.step()
+                    sync_torch()
             else:
                 def t_fn(n, model=model, tin=tin):
                     with torch.inference_mode():
                         for _ in range(n):
                             model(tin)
+                    sync_torch()
             engines.append(("torch", t_fn))
 
         counts = {name: iters_for(fn, args.seconds) for name, fn in engines}

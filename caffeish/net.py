@@ -422,7 +422,7 @@ class Net:
         if self.debug_info:
             for name in self._inputs:
                 logger.info(f"    [Forward] Input {name} data: "
-                            f"{_abs_mean(self.blobs[name].data):g}")
+                            f"{_abs_mean(self.blobs[name].data_readonly()):g}")
         for i in range(lo, hi + 1):
             layer, bottom, top = self.layers[i], self.bottom_vecs[i], self.top_vecs[i]
             layer.reshape(bottom, top)
@@ -431,7 +431,7 @@ class Net:
                 self._forward_debug_info(i)
             for t, w in zip(top, self.loss_weights[i]):
                 if w:
-                    loss += w * float(t.data.sum())
+                    loss += w * float(t.data_readonly().sum())
         return loss
 
     def forward_loss(self) -> float:
@@ -464,7 +464,7 @@ class Net:
 
     def clear_param_diffs(self):
         for p in self.learnable_params:
-            p.diff.fill(0)
+            p.zero_diff()  # where the diff lives: no device round trip in GPU mode
 
     def share_weights_from(self, other: "Net"):
         """Use ``other``'s parameter blobs for same-named layers (Caffe's ShareTrainedLayersWith)."""
@@ -500,29 +500,29 @@ class Net:
         name = self.layer_names[i]
         for blob_name, t in zip(self.top_names[i], self.top_vecs[i]):
             logger.info(f"    [Forward] Layer {name}, top blob {blob_name} data: "
-                        f"{_abs_mean(t.data):g}")
+                        f"{_abs_mean(t.data_readonly()):g}")
         for j, b in enumerate(self.layers[i].blobs):
             logger.info(f"    [Forward] Layer {name}, param blob {self._param_display_name(i, j)}"
-                        f" data: {_abs_mean(b.data):g}")
+                        f" data: {_abs_mean(b.data_readonly()):g}")
 
     def _backward_debug_info(self, i):
         name = self.layer_names[i]
         for j, (blob_name, b) in enumerate(zip(self.bottom_names[i], self.bottom_vecs[i])):
             if self.bottom_need_backward[i][j]:
                 logger.info(f"    [Backward] Layer {name}, bottom blob {blob_name} diff: "
-                            f"{_abs_mean(b.diff):g}")
+                            f"{_abs_mean(b.diff_readonly()):g}")
         specs = self.layers[i].layer_param.param
         for j, b in enumerate(self.layers[i].blobs):
             if (specs[j].lr_mult if j < len(specs) else 1.0) != 0:
                 logger.info(f"    [Backward] Layer {name}, param blob {j} diff: "
-                            f"{_abs_mean(b.diff):g}")
+                            f"{_abs_mean(b.diff_readonly()):g}")
 
     def _params_debug_info(self):
         ps = self.learnable_params
-        l1 = (sum(float(np.abs(p.data).sum()) for p in ps), sum(float(np.abs(p.diff).sum())
-                                                                 for p in ps))
-        l2 = (np.sqrt(sum(float(np.square(p.data, dtype=np.float64).sum()) for p in ps)),
-              np.sqrt(sum(float(np.square(p.diff, dtype=np.float64).sum()) for p in ps)))
+        l1 = (sum(float(np.abs(p.data_readonly()).sum()) for p in ps),
+              sum(float(np.abs(p.diff_readonly()).sum()) for p in ps))
+        l2 = (np.sqrt(sum(float(np.square(p.data_readonly(), dtype=np.float64).sum()) for p in ps)),
+              np.sqrt(sum(float(np.square(p.diff_readonly(), dtype=np.float64).sum()) for p in ps)))
         logger.info(f"    [Backward] All net params (data, diff): L1 norm = ({l1[0]:g}, "
                     f"{l1[1]:g}); L2 norm = ({l2[0]:g}, {l2[1]:g})")
 
@@ -544,17 +544,19 @@ class Net:
             oi, oj = owner[id(b)]
             logger.info(f"    [Update] Layer {self.layer_names[i]}, param blob "
                         f"{self._param_display_name(i, j)} (owned by layer {self.layer_names[oi]}, "
-                        f"param {self._param_display_name(oi, oj)}) diff: {_abs_mean(b.diff):g}")
+                        f"param {self._param_display_name(oi, oj)}) diff: "
+                        f"{_abs_mean(b.diff_readonly()):g}")
         for i, j, b in owned:
             logger.info(f"    [Update] Layer {self.layer_names[i]}, param "
-                        f"{self._param_display_name(i, j)} data: {_abs_mean(b.data):g}; diff: "
-                        f"{_abs_mean(b.diff):g}")
+                        f"{self._param_display_name(i, j)} data: "
+                        f"{_abs_mean(b.data_readonly()):g}; diff: "
+                        f"{_abs_mean(b.diff_readonly()):g}")
 
     def first_nonfinite(self):
         """(layer name, blob name) of the first top holding NaN or inf, or None."""
         for i, layer in enumerate(self.layers):
             for t in self.top_vecs[i]:
-                if not np.all(np.isfinite(t.data)):
+                if not np.all(np.isfinite(t.data_readonly())):
                     return self.layer_names[i], t.name
         return None
 

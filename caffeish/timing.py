@@ -108,11 +108,15 @@ def _layer_costs(net, i):
 
 
 def time_net(net, iterations=50, warmup=2) -> TimeReport:
-    """Run ``warmup`` untimed passes (numba compiles), then time each layer's forward/backward."""
+    """Run ``warmup`` untimed passes (numba compiles), then time each layer's forward/backward.
+    In GPU mode each layer's time ends with a device synchronize, as Caffe's GPU timer does."""
+    from .backend import get_backend
+    sync = get_backend().synchronize
     n = len(net.layers)
     for _ in range(warmup):
         net.forward_loss()
         net.backward()
+    sync()
     fwd = [0.0] * n
     bwd = [0.0] * n
     for _ in range(iterations):
@@ -121,6 +125,7 @@ def time_net(net, iterations=50, warmup=2) -> TimeReport:
             t0 = time.perf_counter()
             layer.reshape(net.bottom_vecs[i], net.top_vecs[i])
             layer.forward(net.bottom_vecs[i], net.top_vecs[i])
+            sync()
             fwd[i] += time.perf_counter() - t0
         for i in range(n - 1, -1, -1):
             for t, w in zip(net.top_vecs[i], net.loss_weights[i]):
@@ -130,6 +135,7 @@ def time_net(net, iterations=50, warmup=2) -> TimeReport:
                 t0 = time.perf_counter()
                 net.layers[i].backward(net.top_vecs[i], net.bottom_need_backward[i],
                                        net.bottom_vecs[i])
+                sync()
                 bwd[i] += time.perf_counter() - t0
     it = max(iterations, 1)
     rep = TimeReport(iterations=iterations)

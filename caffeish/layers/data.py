@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..backend import get_backend
 from .base import Layer, register_layer
 
 
@@ -185,7 +186,8 @@ class _BatchSource:
             data = tf.transform_batch(raw, dtype=self.dtype)
         except DataError as e:
             raise DataError(f"{self.describe}: {self.source}: {e}") from None
-        return _Batch(data, labels, self.state())
+        be = get_backend()  # in GPU mode the batch goes to the device here, on this thread
+        return _Batch(be.stage_batch(data), be.stage_batch(labels), self.state())
 
 
 def _show_key(key: bytes) -> str:
@@ -232,11 +234,12 @@ class _PrefetchingDataLayer(Layer):
 
     def forward(self, bottom, top):
         batch = self._prefetcher.get()
-        if top[0].shape != batch.data.shape:
-            top[0].reshape(batch.data.shape)
-        np.copyto(top[0].data, batch.data, casting="unsafe")
+        if top[0].shape != tuple(batch.data.shape):
+            top[0].reshape(tuple(batch.data.shape))
+        be = self.backend
+        be.copy_batch(batch.data, top[0].dev_data)
         if len(top) > 1:
-            np.copyto(top[1].data, batch.label, casting="unsafe")
+            be.copy_batch(batch.label, top[1].dev_data)
         self._consumed = batch.state
 
     # --- exact resume ----------------------------------------------------------------------
@@ -460,7 +463,8 @@ class _ImageListSource:
             data = self.transformer.transform_batch(raw, dtype=self.dtype)
         except DataError as e:
             raise DataError(f"{self.describe}: {self.source}: {e}") from None
-        return _Batch(data, labels, self.state())
+        be = get_backend()  # in GPU mode the batch goes to the device here, on this thread
+        return _Batch(be.stage_batch(data), be.stage_batch(labels), self.state())
 
 
 @register_layer("ImageData")

@@ -107,8 +107,8 @@ class MemoryDataLayer(Layer):
                                       "before the first forward"))
         be = self.backend
         bs, p = self.batch_size, self.pos
-        be.blob_copy(self._data[p:p + bs].reshape(-1), top[0].data.reshape(-1))
-        be.blob_copy(self._labels[p:p + bs], top[1].data)
+        be.copy_batch(self._data[p:p + bs], top[0].dev_data)
+        be.copy_batch(self._labels[p:p + bs], top[1].dev_data)
         self.pos = (p + bs) % self._data.shape[0]
 
     def get_state(self) -> dict:

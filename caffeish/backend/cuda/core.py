@@ -14,7 +14,7 @@ from numba import config, cuda
 from ...errors import CaffeishError
 
 __all__ = ["SIMULATED", "THREADS", "grid1d", "to_device", "copy_to_device", "to_host", "empty",
-           "zeros", "view", "flat", "fill", "select_device", "query_device",
+           "zeros", "view", "flat", "fill", "select_device", "current_device", "query_device",
            "synchronize", "is_device_array"]
 
 SIMULATED = bool(config.ENABLE_CUDASIM)
@@ -94,8 +94,16 @@ def synchronize():
     cuda.synchronize()
 
 
+_selected = [0]
+
+
+def current_device() -> int:
+    return _selected[0]
+
+
 def select_device(device_id: int):
     if SIMULATED:
+        _selected[0] = 0
         return
     try:
         available = cuda.is_available()
@@ -114,6 +122,7 @@ def select_device(device_id: int):
         raise CaffeishError(f"GPU {device_id} was asked for, but this machine has {n} CUDA "
                             f"device(s) (ids 0..{n - 1}). Use --gpu 0..{n - 1} or device_id.")
     cuda.select_device(device_id)
+    _selected[0] = device_id
 
 
 def query_device(device_id: int) -> dict:
