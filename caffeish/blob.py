@@ -23,7 +23,7 @@ _HOST, _DEV, _BOTH = 0, 1, 2
 class SyncedArray:
     """One flat buffer with a host copy and (in GPU mode) a device copy, synced lazily."""
 
-    __slots__ = ("count", "dtype", "_host", "_dev", "_head")
+    __slots__ = ("count", "dtype", "_host", "_dev", "_head", "_views")
 
     def __init__(self, count: int, dtype, host: np.ndarray | None = None):
         self.count = int(count)
@@ -31,6 +31,7 @@ class SyncedArray:
         self._host = host if host is not None else None
         self._dev = None
         self._head = _HOST
+        self._views = {}
 
     def host(self) -> np.ndarray:
         """The host copy, newest values, marked as the copy that may be written."""
@@ -64,11 +65,21 @@ class SyncedArray:
         self._head = _DEV
         return self._dev
 
+    def device_view(self, be, shape):
+        """``device(be)`` seen with ``shape``; the view objects are kept, since building a device
+        array view costs tens of microseconds and layers ask for them at every call."""
+        dev = self.device(be)
+        v = self._views.get(shape)
+        if v is None:
+            v = self._views[shape] = be.view(dev, shape)
+        return v
+
     def drop_device(self):
         """Bring the values home and forget the device copy (used when leaving GPU mode)."""
         if self._dev is not None:
             self.host()
             self._dev = None
+            self._views = {}
 
     @property
     def on_device(self) -> bool:
@@ -200,14 +211,14 @@ class Blob:
         be = get_backend()
         if be.name == "cpu":
             return self._dmem.host().reshape(self._shape)
-        return be.view(self._dmem.device(be), self._shape)
+        return self._dmem.device_view(be, self._shape)
 
     @property
     def dev_diff(self):
         be = get_backend()
         if be.name == "cpu":
             return self._diff_mem().host().reshape(self._shape)
-        return be.view(self._diff_mem().device(be), self._shape)
+        return self._diff_mem().device_view(be, self._shape)
 
     @property
     def data_on_device(self) -> bool:
