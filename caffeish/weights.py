@@ -85,9 +85,9 @@ def net_to_proto(net, with_diff=False) -> Msg:
         lp = layer.layer_param.copy()
         blobs = []
         for b in layer.blobs:
-            bp = array_to_blob(np.asarray(b.data, np.float32))
+            bp = array_to_blob(np.asarray(b.data_readonly(), np.float32))
             if with_diff:
-                bp.set("diff", np.asarray(b.diff, np.float32).ravel())
+                bp.set("diff", np.asarray(b.diff_readonly(), np.float32).ravel())
             blobs.append(bp)
         if blobs:
             lp.set("blobs", blobs)
