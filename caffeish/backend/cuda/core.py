@@ -33,7 +33,10 @@ def grid1d(n: int):
 
 
 def is_device_array(x) -> bool:
-    return cuda.is_cuda_array(x)
+    """A numba device array (real or simulated) or any __cuda_array_interface__ object (CuPy)."""
+    if isinstance(x, np.ndarray):
+        return False
+    return hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host")
 
 
 def to_device(host: np.ndarray):
