@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from ..blob import Blob
 from ..config.schema import Msg
 from .base import Layer, register_layer
 
@@ -68,13 +69,13 @@ class SigmoidLayer(NeuronLayer):
     param_field = "sigmoid_param"
 
     def forward(self, bottom, top):
-        self.backend.sigmoid_forward(_flat(bottom[0].data), _flat(top[0].data))
+        self.backend.sigmoid_forward(_flat(bottom[0].dev_data), _flat(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        self.backend.sigmoid_backward(_flat(top[0].diff), _flat(top[0].data),
-                                      _flat(bottom[0].diff))
+        self.backend.sigmoid_backward(_flat(top[0].dev_diff), _flat(top[0].dev_data),
+                                      _flat(bottom[0].dev_diff))
 
 
 @register_layer("TanH")
@@ -84,23 +85,25 @@ class TanHLayer(NeuronLayer):
     param_field = "tanh_param"
 
     def forward(self, bottom, top):
-        self.backend.tanh_forward(_flat(bottom[0].data), _flat(top[0].data))
+        self.backend.tanh_forward(_flat(bottom[0].dev_data), _flat(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        self.backend.tanh_backward(_flat(top[0].diff), _flat(top[0].data),
-                                   _flat(bottom[0].diff))
+        self.backend.tanh_backward(_flat(top[0].dev_diff), _flat(top[0].dev_data),
+                                   _flat(bottom[0].dev_diff))
 
 
 @register_layer("Dropout")
 class DropoutLayer(NeuronLayer):
     """Inverted dropout, p = dropout_param.dropout_ratio (default 0.5, must be in [0, 1)).
 
-    TRAIN: mask ~ Bernoulli(1 - p) per element, drawn from the layer's RNG at every forward;
-    y = x * mask / (1 - p), so the expected activation is unchanged and TEST needs no rescaling.
-    Backward uses the same mask: dx = dy * mask / (1 - p).
-    TEST: y = x and dx = dy.
+    TRAIN: mask ~ Bernoulli(1 - p) per element, redrawn at every forward; y = x * mask / (1 - p),
+    so the expected activation is unchanged and TEST needs no rescaling (Caffe's scaling).
+    Backward uses the same mask: dx = dy * mask / (1 - p). TEST: y = x and dx = dy.
+    The mask is counter-based: each forward draws one 64-bit key from the layer's RNG and the
+    kernel keeps element i when Philox-2x32(key, i) >= ceil(p * 2^32), so the CPU and the GPU
+    build the same mask and a resumed run (the RNG state is snapshotted) draws the same masks.
     """
 
     param_field = "dropout_param"
@@ -113,33 +116,33 @@ class DropoutLayer(NeuronLayer):
         self.threshold = self.dtype.type(ratio)
         self.scale = self.dtype.type(1.0 / (1.0 - float(self.threshold)))
         self.keep_prob = 1.0 - float(self.threshold)
-        self._mask_bool = np.zeros(0, bool)
+        self.uint_thresh = np.uint64(math.ceil(float(self.threshold) * 2.0 ** 32))
+        self._mask = Blob((0,), np.uint8, name=f"{self.name}.mask")
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
-        if self._mask_bool.size != bottom[0].count:
-            self._mask_bool = np.zeros(bottom[0].count, bool)
+        self._mask.reshape((bottom[0].count,))
 
     @property
     def mask(self) -> np.ndarray:
-        """The last TRAIN forward's keep mask (uint8 0/1, flat)."""
-        return self._mask_bool.view(np.uint8)
+        """The last TRAIN forward's keep mask (uint8 0/1, flat, on the host)."""
+        return self._mask.data_readonly()
 
     def forward(self, bottom, top):
-        x, y = _flat(bottom[0].data), _flat(top[0].data)
+        x, y = _flat(bottom[0].dev_data), _flat(top[0].dev_data)
         if self.phase == "TRAIN":
-            u = self.rng.random(x.size, dtype=np.float32)
-            np.less(u, self.keep_prob, out=self._mask_bool)
-            self.backend.dropout_forward(x, self.mask, self.scale, y)
+            key = self.rng.integers(0, 2 ** 64, dtype=np.uint64, endpoint=False)
+            self.backend.dropout_forward(x, key, self.uint_thresh, self.scale,
+                                         self._mask.dev_data, y)
         elif top[0] is not bottom[0]:
             self.backend.blob_copy(x, y)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        dy, dx = _flat(top[0].diff), _flat(bottom[0].diff)
+        dy, dx = _flat(top[0].dev_diff), _flat(bottom[0].dev_diff)
         if self.phase == "TRAIN":
-            self.backend.dropout_backward(dy, self.mask, self.scale, dx)
+            self.backend.dropout_backward(dy, self._mask.dev_data, self.scale, dx)
         elif top[0] is not bottom[0]:
             self.backend.blob_copy(dy, dx)
 
@@ -159,16 +162,16 @@ class _BottomKeepingNeuron(NeuronLayer):
 
     def _save_bottom(self, bottom, top):
         if top[0] is bottom[0] and self.keeps_bottom():
-            x = _flat(bottom[0].data)
             buf = self._bottom_memory
-            if buf is None or buf.size != x.size or buf.dtype != x.dtype:
-                buf = self._bottom_memory = np.empty_like(x)
-            self.backend.blob_copy(x, buf)
+            if buf is None:
+                buf = self._bottom_memory = Blob((0,), self.dtype, name=f"{self.name}.bottom")
+            buf.reshape((bottom[0].count,))
+            self.backend.blob_copy(_flat(bottom[0].dev_data), buf.dev_data)
 
     def _bottom_x(self, top, bottom):
         if top[0] is bottom[0] and self.keeps_bottom():
-            return self._bottom_memory
-        return _flat(bottom[0].data)
+            return self._bottom_memory.dev_data
+        return _flat(bottom[0].dev_data)
 
 
 @register_layer("PReLU")
@@ -218,16 +221,16 @@ class PReLULayer(_BottomKeepingNeuron):
 
     def forward(self, bottom, top):
         self._save_bottom(bottom, top)
-        self.backend.prelu_forward(_flat(bottom[0].data), _flat(self.blobs[0].data),
-                                   *self._layout(), _flat(top[0].data))
+        self.backend.prelu_forward(_flat(bottom[0].dev_data), _flat(self.blobs[0].dev_data),
+                                   *self._layout(), _flat(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         x = self._bottom_x(top, bottom)
-        dy = _flat(top[0].diff)
-        self.backend.prelu_slope_backward(dy, x, *self._layout(), _flat(self.blobs[0].diff))
+        dy = _flat(top[0].dev_diff)
+        self.backend.prelu_slope_backward(dy, x, *self._layout(), _flat(self.blobs[0].dev_diff))
         if propagate_down[0]:
-            self.backend.prelu_backward(dy, x, _flat(self.blobs[0].data), *self._layout(),
-                                        _flat(bottom[0].diff))
+            self.backend.prelu_backward(dy, x, _flat(self.blobs[0].dev_data), *self._layout(),
+                                        _flat(bottom[0].dev_diff))
 
 
 @register_layer("ELU")
@@ -249,13 +252,13 @@ class ELULayer(_BottomKeepingNeuron):
 
     def forward(self, bottom, top):
         self._save_bottom(bottom, top)
-        self.backend.elu_forward(_flat(bottom[0].data), self.alpha, _flat(top[0].data))
+        self.backend.elu_forward(_flat(bottom[0].dev_data), self.alpha, _flat(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        self.backend.elu_backward(_flat(top[0].diff), self._bottom_x(top, bottom),
-                                  _flat(top[0].data), self.alpha, _flat(bottom[0].diff))
+        self.backend.elu_backward(_flat(top[0].dev_diff), self._bottom_x(top, bottom),
+                                  _flat(top[0].dev_data), self.alpha, _flat(bottom[0].dev_diff))
 
 
 @register_layer("AbsVal")
@@ -270,13 +273,13 @@ class AbsValLayer(NeuronLayer):
         super().reshape(bottom, top)
 
     def forward(self, bottom, top):
-        self.backend.absval_forward(_flat(bottom[0].data), _flat(top[0].data))
+        self.backend.absval_forward(_flat(bottom[0].dev_data), _flat(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        self.backend.absval_backward(_flat(top[0].diff), _flat(bottom[0].data),
-                                     _flat(bottom[0].diff))
+        self.backend.absval_backward(_flat(top[0].dev_diff), _flat(bottom[0].dev_data),
+                                     _flat(bottom[0].dev_diff))
 
 
 @register_layer("BNLL")
@@ -289,13 +292,13 @@ class BNLLLayer(_BottomKeepingNeuron):
 
     def forward(self, bottom, top):
         self._save_bottom(bottom, top)
-        self.backend.bnll_forward(_flat(bottom[0].data), _flat(top[0].data))
+        self.backend.bnll_forward(_flat(bottom[0].dev_data), _flat(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        self.backend.bnll_backward(_flat(top[0].diff), self._bottom_x(top, bottom),
-                                   _flat(bottom[0].diff))
+        self.backend.bnll_backward(_flat(top[0].dev_diff), self._bottom_x(top, bottom),
+                                   _flat(bottom[0].dev_diff))
 
 
 @register_layer("Power")
@@ -322,14 +325,14 @@ class PowerLayer(_BottomKeepingNeuron):
 
     def forward(self, bottom, top):
         self._save_bottom(bottom, top)
-        self.backend.power_forward(_flat(bottom[0].data), self.power, self.scale, self.shift,
-                                   _flat(top[0].data))
+        self.backend.power_forward(_flat(bottom[0].dev_data), self.power, self.scale, self.shift,
+                                   _flat(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        self.backend.power_backward(_flat(top[0].diff), self._bottom_x(top, bottom), self.power,
-                                    self.scale, self.shift, _flat(bottom[0].diff))
+        self.backend.power_backward(_flat(top[0].dev_diff), self._bottom_x(top, bottom), self.power,
+                                    self.scale, self.shift, _flat(bottom[0].dev_diff))
 
 
 def _log_of_base(layer, base: float) -> float:
@@ -368,14 +371,14 @@ class ExpLayer(NeuronLayer):
         self.outer_scale = self.dtype.type(outer)
 
     def forward(self, bottom, top):
-        self.backend.exp_forward(_flat(bottom[0].data), self.inner_scale, self.outer_scale,
-                                 _flat(top[0].data))
+        self.backend.exp_forward(_flat(bottom[0].dev_data), self.inner_scale, self.outer_scale,
+                                 _flat(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        self.backend.exp_backward(_flat(top[0].diff), _flat(top[0].data), self.inner_scale,
-                                  _flat(bottom[0].diff))
+        self.backend.exp_backward(_flat(top[0].dev_diff), _flat(top[0].dev_data), self.inner_scale,
+                                  _flat(bottom[0].dev_diff))
 
 
 @register_layer("Log")
@@ -402,14 +405,14 @@ class LogLayer(_BottomKeepingNeuron):
 
     def forward(self, bottom, top):
         self._save_bottom(bottom, top)
-        self.backend.log_forward(_flat(bottom[0].data), self.scale, self.shift, self.base_scale,
-                                 _flat(top[0].data))
+        self.backend.log_forward(_flat(bottom[0].dev_data), self.scale, self.shift, self.base_scale,
+                                 _flat(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        self.backend.log_backward(_flat(top[0].diff), self._bottom_x(top, bottom), self.scale,
-                                  self.shift, self.num_scale, _flat(bottom[0].diff))
+        self.backend.log_backward(_flat(top[0].dev_diff), self._bottom_x(top, bottom), self.scale,
+                                  self.shift, self.num_scale, _flat(bottom[0].dev_diff))
 
 
 @register_layer("Threshold")
@@ -430,8 +433,8 @@ class ThresholdLayer(NeuronLayer):
         return False
 
     def forward(self, bottom, top):
-        self.backend.threshold_forward(_flat(bottom[0].data), self.threshold,
-                                       _flat(top[0].data))
+        self.backend.threshold_forward(_flat(bottom[0].dev_data), self.threshold,
+                                       _flat(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
@@ -459,13 +462,14 @@ class ClipLayer(_BottomKeepingNeuron):
 
     def forward(self, bottom, top):
         self._save_bottom(bottom, top)
-        self.backend.clip_forward(_flat(bottom[0].data), self.lo, self.hi, _flat(top[0].data))
+        self.backend.clip_forward(_flat(bottom[0].dev_data), self.lo, self.hi,
+                                  _flat(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        self.backend.clip_backward(_flat(top[0].diff), self._bottom_x(top, bottom), self.lo,
-                                   self.hi, _flat(bottom[0].diff))
+        self.backend.clip_backward(_flat(top[0].dev_diff), self._bottom_x(top, bottom), self.lo,
+                                   self.hi, _flat(bottom[0].dev_diff))
 
 
 @register_layer("Swish")
@@ -480,19 +484,18 @@ class SwishLayer(NeuronLayer):
 
     def setup(self, bottom, top):
         self.beta = self.dtype.type(self.param.beta)
-        self.sig = np.zeros(0, self.dtype)
+        self.sig = Blob((0,), self.dtype, name=f"{self.name}.sigmoid")
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
-        if self.sig.size != bottom[0].count:
-            self.sig = np.zeros(bottom[0].count, self.dtype)
+        self.sig.reshape((bottom[0].count,))
 
     def forward(self, bottom, top):
-        self.backend.swish_forward(_flat(bottom[0].data), self.beta, self.sig,
-                                   _flat(top[0].data))
+        self.backend.swish_forward(_flat(bottom[0].dev_data), self.beta, self.sig.dev_data,
+                                   _flat(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        self.backend.swish_backward(_flat(top[0].diff), _flat(top[0].data), self.sig,
-                                    self.beta, _flat(bottom[0].diff))
+        self.backend.swish_backward(_flat(top[0].dev_diff), _flat(top[0].dev_data),
+                                    self.sig.dev_data, self.beta, _flat(bottom[0].dev_diff))

@@ -36,7 +36,7 @@ KLOG_THRESHOLD = float(np.float32(1e-20))
 KBNLL_THRESHOLD = 50.0
 
 
-# --- scalar math (shared with the future CUDA device functions) ---------------------------------
+# --- scalar math (also compiled as CUDA device functions) ---------------------------------------
 @njit(cache=True)
 def relu_fwd_scalar(x, slope):
     """max(x, 0) + slope * min(x, 0)"""
@@ -77,6 +77,28 @@ def tanh_bwd_scalar(dy, y):
 def dropout_scalar(x, m, scale):
     """x * m * scale (m is 0 or 1)"""
     return x * m * scale
+
+
+@njit(cache=True)
+def dropout_bits_scalar(key, i):
+    """Philox-2x32-10 (Salmon et al., SC'11; matches Random123's test vectors): the first 32-bit
+    output word for counter (i_lo, i_hi ^ key_hi) under key key_lo; key a uint64, i an int.
+    Every value is a uint64 holding 32 bits, so each product fits exactly (no wrap-around:
+    numba, CUDA and numpy scalars agree bit for bit)."""
+    m = np.uint64(0xD256D193)
+    w = np.uint64(0x9E3779B9)
+    lo32 = np.uint64(0xFFFFFFFF)
+    s = np.uint64(32)
+    n = np.uint64(i)
+    c0 = n & lo32
+    c1 = ((n >> s) ^ (key >> s)) & lo32
+    k = key & lo32
+    for _ in range(10):
+        p = m * c0
+        c0 = (p >> s) ^ k ^ c1
+        c1 = p & lo32
+        k = (k + w) & lo32
+    return c0
 
 
 # --- element-wise kernels over flat arrays ------------------------------------------------------
@@ -123,10 +145,14 @@ def tanh_backward(top_diff, y, out):
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def dropout_forward(x, mask, scale, out):
-    """out[i] = x[i] * mask[i] * scale; mask uint8 0/1; flat arrays (out may be x)."""
+def dropout_forward(x, key, thresh, scale, mask, out):
+    """mask[i] = dropout_bits_scalar(key, i) >= thresh (uint8 0/1: a counter-based draw, the
+    same bits on every backend); out[i] = x[i] * mask[i] * scale; key, thresh uint64; flat
+    arrays (out may be x)."""
     for i in prange(out.size):
-        out[i] = dropout_scalar(x[i], mask[i], scale)
+        m = np.uint8(1) if dropout_bits_scalar(key, i) >= thresh else np.uint8(0)
+        mask[i] = m
+        out[i] = dropout_scalar(x[i], m, scale)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -283,7 +309,12 @@ def absval_fwd_scalar(x):
 @njit(cache=True)
 def absval_bwd_scalar(dy, x):
     """dy * sign(x), sign(0) = 0"""
-    return dy * ((x > 0) - (x < 0))
+    s = 0.0
+    if x > 0:
+        s = 1.0
+    elif x < 0:
+        s = -1.0
+    return dy * s
 
 
 @njit(cache=True)
