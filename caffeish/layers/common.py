@@ -3,8 +3,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend.cpu.norm_ops import embed_index
+from ..blob import Blob
 from ..errors import DataError, ShapeError
 from .base import Layer, register_layer
+
+
+def _ones_column(layer, m):
+    """Caffe's bias multiplier: an (m, 1) Blob of ones, reused while m and the dtype hold."""
+    bm = getattr(layer, "_bias_multiplier", None)
+    if bm is None or bm.shape[0] != m or bm.dtype != layer.dtype:
+        bm = Blob((m, 1), layer.dtype, name=f"{layer.name}/bias_multiplier")
+        bm.data[...] = 1
+    return bm
 
 
 @register_layer("InnerProduct")
@@ -63,35 +74,34 @@ class InnerProductLayer(Layer):
         self.M = bottom[0].count_range(0, axis)
         top[0].reshape(bottom[0].shape[:axis] + (self.num_output,))
         if self.bias_term:
-            bm = getattr(self, "_bias_multiplier", None)
-            if bm is None or bm.shape[0] != self.M or bm.dtype != self.dtype:
-                self._bias_multiplier = np.ones((self.M, 1), self.dtype)
+            self._bias_multiplier = _ones_column(self, self.M)
 
     def forward(self, bottom, top):
         be = self.backend
-        x = bottom[0].data.reshape(self.M, self.K)
-        y = top[0].data.reshape(self.M, self.num_output)
-        be.gemm(x, self.blobs[0].data, out=y, trans_b=not self.transpose)
+        n = self.num_output
+        x = bottom[0].dev_data.reshape((self.M, self.K))
+        y = top[0].dev_data.reshape((self.M, n))
+        be.gemm(x, self.blobs[0].dev_data, out=y, trans_b=not self.transpose)
         if self.bias_term:
-            be.gemm(self._bias_multiplier, self.blobs[1].data.reshape(1, self.num_output),
+            be.gemm(self._bias_multiplier.dev_data, self.blobs[1].dev_data.reshape((1, n)),
                     out=y, beta=1.0)
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
         n = self.num_output
-        dy = top[0].diff.reshape(self.M, n)
-        x = bottom[0].data.reshape(self.M, self.K)
+        dy = top[0].dev_diff.reshape((self.M, n))
+        x = bottom[0].dev_data.reshape((self.M, self.K))
         w = self.blobs[0]
         if self.transpose:
-            be.gemm(x, dy, out=w.diff, trans_a=True, beta=1.0)
+            be.gemm(x, dy, out=w.dev_diff, trans_a=True, beta=1.0)
         else:
-            be.gemm(dy, x, out=w.diff, trans_a=True, beta=1.0)
+            be.gemm(dy, x, out=w.dev_diff, trans_a=True, beta=1.0)
         if self.bias_term:
-            be.gemm(self._bias_multiplier, dy, out=self.blobs[1].diff.reshape(1, n),
-                    trans_a=True, beta=1.0)
+            be.gemm(self._bias_multiplier.dev_data, dy,
+                    out=self.blobs[1].dev_diff.reshape((1, n)), trans_a=True, beta=1.0)
         if propagate_down[0]:
-            dx = bottom[0].diff.reshape(self.M, self.K)
-            be.gemm(dy, w.data, out=dx, trans_b=self.transpose)
+            dx = bottom[0].dev_diff.reshape((self.M, self.K))
+            be.gemm(dy, w.dev_data, out=dx, trans_b=self.transpose)
 
 
 @register_layer("Embed")
@@ -104,6 +114,8 @@ class EmbedLayer(Layer):
     the position); top shape ``bottom.shape + (N,)``, ``top[..., :] = W[index] + b``.
     Gradients go to the weights (rows accumulate over repeated indices) and the bias only; the
     indices get none (zeros when asked; Caffe refuses), and force_backward skips them.
+    The indices are checked on the host (the bottom is small); forward also groups the positions
+    by weight row there, so the weight gradient is a race-free per-row gather on either backend.
     """
 
     exact_bottoms = 1
@@ -138,35 +150,49 @@ class EmbedLayer(Layer):
             raise self.config_error("cannot run in place")
         top[0].reshape(tuple(b.shape) + (self.num_output,))
         self.M = b.count
-        idx = getattr(self, "_idx", None)
-        if idx is None or idx.shape[0] != self.M:
-            self._idx = np.zeros(self.M, np.int64)
+        # host copies written by embed_index; Blobs (following the mode) read by the kernels
+        if getattr(self, "_index", None) is None or self._index[0].shape[0] != self.M:
+            k1 = self.input_dim + 1
+            self._index = (np.zeros(self.M, np.int64), np.zeros(self.M, np.int64),
+                           np.zeros(k1, np.int64))
+            self._idx, self._order, self._starts = (
+                Blob(shape, np.int64, name=f"{self.name}/{what}") for shape, what in
+                (((self.M,), "index"), ((self.M,), "order"), ((k1,), "starts")))
+            self._rows_stale = True
         if self.bias_term:
-            bm = getattr(self, "_bias_multiplier", None)
-            if bm is None or bm.shape[0] != self.M or bm.dtype != self.dtype:
-                self._bias_multiplier = np.ones((self.M, 1), self.dtype)
+            self._bias_multiplier = _ones_column(self, self.M)
 
     def forward(self, bottom, top):
         be = self.backend
-        x = bottom[0].data.reshape(-1)
-        pos = be.float_indices(x, self.input_dim, True, self._idx)
+        x = bottom[0].data_readonly().reshape(-1)
+        idx, order, starts = self._index
+        pos = embed_index(x, self.input_dim, idx, order, starts)
         if pos >= 0:
             name = self.layer_param.bottom[0] if self.layer_param.bottom else "bottom[0]"
             raise DataError(self._msg(
                 f"input {x[pos]!r} at position {pos} of bottom '{name}' is not a whole number "
                 f"in [0, input_dim = {self.input_dim})"))
-        y = top[0].data.reshape(self.M, self.num_output)
-        be.gather_rows(self.blobs[0].data, self._idx, y)
+        be.blob_copy(idx, self._idx.dev_data)                # host -> the active backend
+        self._rows_stale = True                              # order, starts: uploaded by backward
+        n = self.num_output
+        y = top[0].dev_data.reshape((self.M, n))
+        be.gather_rows(self.blobs[0].dev_data, self._idx.dev_data, y)
         if self.bias_term:
-            be.gemm(self._bias_multiplier, self.blobs[1].data.reshape(1, self.num_output),
+            be.gemm(self._bias_multiplier.dev_data, self.blobs[1].dev_data.reshape((1, n)),
                     out=y, beta=1.0)
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
-        dy = top[0].diff.reshape(self.M, self.num_output)
-        be.scatter_add_rows(dy, self._idx, True, self.blobs[0].diff)
+        n = self.num_output
+        dy = top[0].dev_diff.reshape((self.M, n))
+        if self._rows_stale:
+            be.blob_copy(self._index[1], self._order.dev_data)
+            be.blob_copy(self._index[2], self._starts.dev_data)
+            self._rows_stale = False
+        be.embed_backward(dy, self._order.dev_data, self._starts.dev_data, True,
+                          self.blobs[0].dev_diff)
         if self.bias_term:
-            be.gemm(self._bias_multiplier, dy, out=self.blobs[1].diff.reshape(1, self.num_output),
-                    trans_a=True, beta=1.0)
+            be.gemm(self._bias_multiplier.dev_data, dy,
+                    out=self.blobs[1].dev_diff.reshape((1, n)), trans_a=True, beta=1.0)
         if propagate_down[0]:
-            be.blob_set(self.dtype.type(0), bottom[0].diff.reshape(-1))
+            be.blob_set(self.dtype.type(0), bottom[0].dev_diff.reshape(-1))

@@ -1,8 +1,7 @@
 """Normalization layers: BatchNorm, Scale, Bias, LRN and MVN, with Caffe's semantics."""
 from __future__ import annotations
 
-import numpy as np
-
+from ..blob import Blob
 from ..config.schema import Msg
 from ..errors import ShapeError
 from .base import Layer, register_layer
@@ -60,7 +59,7 @@ class BatchNormLayer(Layer):
             for shape in ((c,), (c,), (1,)):
                 self.blobs.append(self.new_param_blob(shape))
         self._freeze_statistics()
-        self._x_copy = None
+        self._x_copy = Blob((), self.dtype, name=f"{self.name}/x_copy")
 
     def _freeze_statistics(self):
         lp = self.layer_param.copy()
@@ -89,40 +88,43 @@ class BatchNormLayer(Layer):
         nc = n * self.channels
         self._dims = (n, self.channels, b.count // nc if nc else 0)
         if getattr(self, "_mean", None) is None or self._mean.dtype != self.dtype:
-            self._mean = np.zeros(self.channels, self.dtype)
-            self._var = np.zeros(self.channels, self.dtype)
-            self._std = np.ones(self.channels, self.dtype)
+            c = (self.channels,)
+            self._mean = Blob(c, self.dtype, name=f"{self.name}/mean")
+            self._var = Blob(c, self.dtype, name=f"{self.name}/var")
+            self._std = Blob(c, self.dtype, name=f"{self.name}/std")
+            self._std.data[...] = 1
+        if top[0] is b and not self.use_global_stats:
+            self._x_copy.reshape(self._dims)
 
     def forward(self, bottom, top):
         be = self.backend
-        x = bottom[0].data.reshape(self._dims)
-        out = top[0].data.reshape(self._dims)
-        mean_b, var_b, factor_b = (blob.data.reshape(-1) for blob in self.blobs)
+        x = bottom[0].dev_data.reshape(self._dims)
+        mean_b, var_b, factor_b = (blob.dev_data.reshape(-1) for blob in self.blobs)
+        mean, std = self._mean.dev_data, self._std.dev_data
         if self.use_global_stats:
-            be.bn_global_stats(mean_b, var_b, factor_b, self.eps, self._mean, self._std)
+            be.bn_global_stats(mean_b, var_b, factor_b, self.eps, mean, std)
         else:
-            be.bn_batch_stats(x, self.eps, self._mean, self._var, self._std)
+            var = self._var.dev_data
+            be.bn_batch_stats(x, self.eps, mean, var, std)
             m = bottom[0].count // self.channels
             correction = self.dtype.type(m / (m - 1) if m > 1 else 1.0)
-            be.bn_update_running(self._mean, self._var, self.maf, correction, mean_b, var_b,
-                                 factor_b)
+            be.bn_update_running(mean, var, self.maf, correction, mean_b, var_b, factor_b)
             if top[0] is bottom[0]:
-                if self._x_copy is None or self._x_copy.shape != x.shape:
-                    self._x_copy = np.empty(x.shape, self.dtype)
-                be.blob_copy(x.reshape(-1), self._x_copy.reshape(-1))
-        be.bn_normalize(x, self._mean, self._std, out)
+                be.blob_copy(x.reshape(-1), self._x_copy.dev_data.reshape(-1))
+        be.bn_normalize(x, mean, std, top[0].dev_data.reshape(self._dims))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         be = self.backend
-        dy = top[0].diff.reshape(self._dims)
-        dx = bottom[0].diff.reshape(self._dims)
+        dy = top[0].dev_diff.reshape(self._dims)
+        dx = bottom[0].dev_diff.reshape(self._dims)
         if self.use_global_stats:
-            be.bn_backward_global(dy, self._std, dx)
+            be.bn_backward_global(dy, self._std.dev_data, dx)
         else:
-            x = self._x_copy if top[0] is bottom[0] else bottom[0].data.reshape(self._dims)
-            be.bn_backward(dy, x, self._mean, self._std, dx)
+            x = self._x_copy if top[0] is bottom[0] else bottom[0]
+            be.bn_backward(dy, x.dev_data.reshape(self._dims), self._mean.dev_data,
+                           self._std.dev_data, dx)
 
 
 class _BroadcastLayer(Layer):
@@ -176,6 +178,10 @@ class _BroadcastLayer(Layer):
     def _views(self, blob_array):
         return blob_array.reshape(self._dims)
 
+    @staticmethod
+    def _flat(blob_array):
+        return blob_array.reshape(-1)
+
 
 @register_layer("Scale")
 class ScaleLayer(_BroadcastLayer):
@@ -207,7 +213,7 @@ class ScaleLayer(_BroadcastLayer):
             num_axes = bottom[1].num_axes if len(bottom) > 1 else int(p.num_axes)
             self.blobs.append(self.new_param_blob(self._learned_shape(b0, num_axes),
                                                   p.bias_filler))
-        self._x_copy = None
+        self._x_copy = Blob((), self.dtype, name=f"{self.name}/x_copy")
 
     def reshape(self, bottom, top):
         operand, what = self._operand(bottom)
@@ -217,34 +223,35 @@ class ScaleLayer(_BroadcastLayer):
                                    f"match {what} of shape {operand.shape}")
         if top[0] is not bottom[0]:
             top[0].reshape(bottom[0].shape)
+        else:
+            self._x_copy.reshape(self._dims)
 
     def forward(self, bottom, top):
         be = self.backend
-        x = self._views(bottom[0].data)
+        x = self._views(bottom[0].dev_data)
         operand, _ = self._operand(bottom)
-        gamma = operand.data.reshape(-1)
+        gamma = self._flat(operand.dev_data)
         if top[0] is bottom[0]:
-            if self._x_copy is None or self._x_copy.shape != x.shape:
-                self._x_copy = np.empty(x.shape, self.dtype)
-            be.blob_copy(x.reshape(-1), self._x_copy.reshape(-1))
-        out = self._views(top[0].data)
+            be.blob_copy(self._flat(x), self._flat(self._x_copy.dev_data))
+        out = self._views(top[0].dev_data)
         if self.bias_term:
-            be.scale_bias_forward(x, gamma, self.blobs[-1].data.reshape(-1), out)
+            be.scale_bias_forward(x, gamma, self._flat(self.blobs[-1].dev_data), out)
         else:
             be.scale_forward(x, gamma, out)
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
-        dy = self._views(top[0].diff)
+        dy = self._views(top[0].dev_diff)
         if self.bias_term:
-            be.bias_param_backward(dy, True, self.blobs[-1].diff.reshape(-1))
+            be.bias_param_backward(dy, True, self._flat(self.blobs[-1].dev_diff))
         learned = len(bottom) == 1
         operand, _ = self._operand(bottom)
         if learned or propagate_down[1]:
-            x = self._x_copy if top[0] is bottom[0] else self._views(bottom[0].data)
-            be.scale_param_backward(dy, x, learned, operand.diff.reshape(-1))
+            x = self._x_copy if top[0] is bottom[0] else bottom[0]
+            be.scale_param_backward(dy, self._views(x.dev_data), learned,
+                                    self._flat(operand.dev_diff))
         if propagate_down[0]:
-            be.scale_forward(dy, operand.data.reshape(-1), self._views(bottom[0].diff))
+            be.scale_forward(dy, self._flat(operand.dev_data), self._views(bottom[0].dev_diff))
 
 
 @register_layer("Bias")
@@ -272,17 +279,18 @@ class BiasLayer(_BroadcastLayer):
 
     def forward(self, bottom, top):
         operand, _ = self._operand(bottom)
-        self.backend.bias_forward(self._views(bottom[0].data), operand.data.reshape(-1),
-                                  self._views(top[0].data))
+        self.backend.bias_forward(self._views(bottom[0].dev_data), self._flat(operand.dev_data),
+                                  self._views(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
         learned = len(bottom) == 1
         operand, _ = self._operand(bottom)
         if learned or propagate_down[1]:
-            be.bias_param_backward(self._views(top[0].diff), learned, operand.diff.reshape(-1))
+            be.bias_param_backward(self._views(top[0].dev_diff), learned,
+                                   self._flat(operand.dev_diff))
         if propagate_down[0] and top[0] is not bottom[0]:
-            be.blob_copy(top[0].diff.reshape(-1), bottom[0].diff.reshape(-1))
+            be.blob_copy(self._flat(top[0].dev_diff), self._flat(bottom[0].dev_diff))
 
 
 @register_layer("LRN")
@@ -322,42 +330,41 @@ class LRNLayer(Layer):
         top[0].reshape(b.shape)
         n, c, h, w = b.shape
         self._view = (n, c, h * w) if self.across else (n * c, h, w)
-        if getattr(self, "_scale", None) is None or self._scale.shape != self._view:
-            self._scale = np.zeros(self._view, self.dtype)
-            self._scratch = None
-
-    def _scratch_arrays(self, count):
-        if self._scratch is None:
-            self._scratch = [np.empty(self._view, self.dtype) for _ in range(2)]
-        return self._scratch[:count]
+        if getattr(self, "_scale", None) is None:
+            self._scale, self._ratio, self._tmp = (
+                Blob((), self.dtype, name=f"{self.name}/{what}")
+                for what in ("scale", "ratio", "tmp"))
+        self._scale.reshape(self._view)
+        self._ratio.reshape(self._view)
+        if not self.across:
+            self._tmp.reshape(self._view)
 
     def forward(self, bottom, top):
         be = self.backend
-        x = bottom[0].data.reshape(self._view)
-        out = top[0].data.reshape(self._view)
+        x = bottom[0].dev_data.reshape(self._view)
+        out = top[0].dev_data.reshape(self._view)
+        scale = self._scale.dev_data
         if self.across:
             be.lrn_across_forward(x, self.size, self.dtype.type(self.alpha / self.size),
-                                  self.beta, self.k, self._scale, out)
+                                  self.beta, self.k, scale, out)
         else:
-            (tmp,) = self._scratch_arrays(1)
-            be.lrn_within_forward(x, self.size, self.alpha, self.beta, tmp, self._scale, out)
+            be.lrn_within_forward(x, self.size, self.alpha, self.beta, self._tmp.dev_data,
+                                  scale, out)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         be = self.backend
-        x = bottom[0].data.reshape(self._view)
-        dy = top[0].diff.reshape(self._view)
-        dx = bottom[0].diff.reshape(self._view)
+        x = bottom[0].dev_data.reshape(self._view)
+        dy = top[0].dev_diff.reshape(self._view)
+        dx = bottom[0].dev_diff.reshape(self._view)
+        scale, ratio = self._scale.dev_data, self._ratio.dev_data
         if self.across:
-            (ratio,) = self._scratch_arrays(1)
             cache_ratio = self.dtype.type(2.0 * self.alpha * self.beta / self.size)
-            be.lrn_across_backward(x, self._scale, dy, self.size, cache_ratio, self.beta,
-                                   ratio, dx)
+            be.lrn_across_backward(x, scale, dy, self.size, cache_ratio, self.beta, ratio, dx)
         else:
-            ratio, tmp = self._scratch_arrays(2)
-            be.lrn_within_backward(x, self._scale, dy, self.size, self.alpha, self.beta,
-                                   ratio, tmp, dx)
+            be.lrn_within_backward(x, scale, dy, self.size, self.alpha, self.beta, ratio,
+                                   self._tmp.dev_data, dx)
 
 
 @register_layer("MVN")
@@ -383,7 +390,7 @@ class MVNLayer(Layer):
         self.normalize_variance = bool(p.normalize_variance)
         self.across_channels = bool(p.across_channels)
         self.eps = self.dtype.type(p.eps)
-        self._x_copy = None
+        self._x_copy = Blob((), self.dtype, name=f"{self.name}/x_copy")
 
     def reshape(self, bottom, top):
         b = bottom[0]
@@ -401,22 +408,25 @@ class MVNLayer(Layer):
         rows = shape4[0] if self.across_channels else shape4[0] * shape4[1]
         self._view = (rows, b.count // rows if rows else 0)
         if getattr(self, "_mean", None) is None or self._mean.shape[0] != rows:
-            self._mean = np.zeros(rows, self.dtype)
-            self._std = np.ones(rows, self.dtype)
+            self._mean = Blob((rows,), self.dtype, name=f"{self.name}/mean")
+            self._std = Blob((rows,), self.dtype, name=f"{self.name}/std")
+            self._std.data[...] = 1
+        if top[0] is b:
+            self._x_copy.reshape(self._view)
 
     def forward(self, bottom, top):
         be = self.backend
-        x = bottom[0].data.reshape(self._view)
+        x = bottom[0].dev_data.reshape(self._view)
         if top[0] is bottom[0]:
-            if self._x_copy is None or self._x_copy.shape != x.shape:
-                self._x_copy = np.empty(x.shape, self.dtype)
-            be.blob_copy(x.reshape(-1), self._x_copy.reshape(-1))
-        be.mvn_forward(x, self.normalize_variance, self.eps, self._mean, self._std,
-                       top[0].data.reshape(self._view))
+            be.blob_copy(x.reshape(-1), self._x_copy.dev_data.reshape(-1))
+        be.mvn_forward(x, self.normalize_variance, self.eps, self._mean.dev_data,
+                       self._std.dev_data, top[0].dev_data.reshape(self._view))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        x = self._x_copy if top[0] is bottom[0] else bottom[0].data.reshape(self._view)
-        self.backend.mvn_backward(top[0].diff.reshape(self._view), x, self._mean, self._std,
-                                  self.normalize_variance, bottom[0].diff.reshape(self._view))
+        x = self._x_copy if top[0] is bottom[0] else bottom[0]
+        self.backend.mvn_backward(top[0].dev_diff.reshape(self._view),
+                                  x.dev_data.reshape(self._view), self._mean.dev_data,
+                                  self._std.dev_data, self.normalize_variance,
+                                  bottom[0].dev_diff.reshape(self._view))

@@ -1,9 +1,11 @@
-"""CPU kernels for the normalization layers (BatchNorm, Scale, Bias, LRN, MVN).
+"""CPU kernels for the normalization layers (BatchNorm, Scale, Bias, LRN, MVN) and Embed's backward.
 
 Layouts: BatchNorm and LRN (across channels) take ``(N, C, S)`` views (S = product of the
 spatial dims), one "plane" ``(n, c, :)`` per image and channel; Scale and Bias take
 ``(outer, dim, inner)`` views, the parameter indexed by ``dim``; LRN within a channel takes
-NCHW arrays; MVN takes ``(rows, dim)`` views, one row per normalised group. Reductions accumulate
+NCHW arrays; MVN takes ``(rows, dim)`` views, one row per normalised group. Embed's weight
+gradient takes its rows' hits as a CSR index built on the host (``embed_index``, not a backend
+op: both backends call it on the host copy of the small index bottom). Reductions accumulate
 in float64 and store in the arrays' dtype; scalars passed in should have the arrays' dtype so
 float32 stays float32. Scratch arrays are passed in by the layer (no allocation in the hot path
 except small per-call partial sums).
@@ -20,6 +22,7 @@ __all__ = [
     "bias_param_backward",
     "lrn_across_forward", "lrn_across_backward", "lrn_within_forward", "lrn_within_backward",
     "mvn_forward", "mvn_backward",
+    "embed_backward",
 ]
 
 
@@ -382,3 +385,45 @@ def mvn_backward(dy, x, mean, std, normalize_variance, dx):
             a = s1 / dim
             for i in range(dim):
                 dx[r, i] = dy[r, i] - a
+
+
+# --- Embed ------------------------------------------------------------------------------------------
+@njit(cache=True, error_model="numpy")
+def embed_index(x, upper, idx, order, starts):
+    """Host helper: idx[m] = int(x[m]); order lists the positions m grouped by idx[m] (ascending m within a row), positions of row r at order[starts[r]:starts[r + 1]] (starts has upper + 1 entries); returns the first m with x[m] not a whole number in [0, upper), else -1."""
+    for m in range(x.size):
+        v = x[m]
+        if not (v >= 0 and v < upper):
+            return m
+        k = int(v)
+        if k != v:
+            return m
+        idx[m] = k
+    for r in range(starts.size):
+        starts[r] = 0
+    for m in range(idx.size):
+        starts[idx[m] + 1] += 1
+    for r in range(1, starts.size):
+        starts[r] += starts[r - 1]
+    for m in range(idx.size):
+        r = idx[m]
+        order[starts[r]] = m
+        starts[r] += 1
+    for r in range(starts.size - 1, 0, -1):
+        starts[r] = starts[r - 1]
+    starts[0] = 0
+    return -1
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def embed_backward(dy, order, starts, accumulate, wdiff):
+    """wdiff[r, :] = (wdiff[r, :] if accumulate else 0) + sum of dy[order[j], :] for j in [starts[r], starts[r + 1]); dy (M, D), wdiff (K, D); one row per task (race-free gather)."""
+    rows, width = wdiff.shape
+    for r in prange(rows):
+        if not accumulate:
+            for c in range(width):
+                wdiff[r, c] = 0
+        for j in range(starts[r], starts[r + 1]):
+            m = order[j]
+            for c in range(width):
+                wdiff[r, c] += dy[m, c]

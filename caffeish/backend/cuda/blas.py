@@ -48,7 +48,7 @@ def _make_gemm_kernel(dtype):
             col = (r % tiles_n) * TILE + tx
             ia = z if a.shape[0] > 1 else 0
             ib = z if b.shape[0] > 1 else 0
-            acc = c.dtype.type(0)
+            acc = nbtype(0)
             for k0 in range(0, k, TILE):
                 kk = k0 + tx
                 if row < m and kk < k:
