@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..blob import Blob
 from ..config.schema import enum_symbol
 from ..errors import DataError, ShapeError
 from .base import Layer, register_layer
@@ -22,9 +23,29 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1)
 
 
-def _adopt_view(top, array, shape):
-    """Make ``top`` a view of ``array`` with ``shape`` (no copy)."""
-    top.set_data_array(array.reshape(shape))
+def _share_view(top, src, shape=None):
+    """Make ``top`` a view of ``src``'s data with ``shape`` (default: src's shape), no copy. The
+    storage is shared on both devices; call again whenever ``src``'s storage may have changed."""
+    top.reshape(src.shape if shape is None else shape)
+    top.share_data(src)
+
+
+def _index_blob(blob, values):
+    """``blob`` (int64) resized to and filled with the host index array ``values``."""
+    if blob is None:
+        blob = Blob((0,), np.int64)
+    blob.reshape(values.shape)
+    blob.data[...] = values
+    return blob
+
+
+def _inverse_index(idx, n):
+    """(order, starts) for gather_sum_rows: the positions m of ``idx`` grouped by idx[m] in
+    [0, n), ascending within a group, and the (n + 1,) group bounds."""
+    order = np.argsort(idx, kind="stable").astype(np.int64)
+    starts = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(idx, minlength=n), out=starts[1:])
+    return order, starts
 
 
 @register_layer("Split")
@@ -42,24 +63,24 @@ class SplitLayer(Layer):
         for t in top:
             if t is bottom[0]:
                 raise self.config_error("cannot run in place (a top is its bottom)")
-            t.set_data_array(bottom[0].data)
+            _share_view(t, bottom[0])
 
     def forward(self, bottom, top):
         for t in top:
-            t.set_data_array(bottom[0].data)
+            _share_view(t, bottom[0])
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         be = self.backend
-        out = _flat(bottom[0].diff)
+        out = _flat(bottom[0].dev_diff)
         if len(top) == 1:
-            be.blob_copy(_flat(top[0].diff), out)
+            be.blob_copy(_flat(top[0].dev_diff), out)
             return
         one = self.dtype.type(1)
-        be.eltwise_sum_init(one, _flat(top[0].diff), one, _flat(top[1].diff), out)
+        be.eltwise_sum_init(one, _flat(top[0].dev_diff), one, _flat(top[1].dev_diff), out)
         for t in top[2:]:
-            be.eltwise_sum_add(one, _flat(t.diff), out)
+            be.eltwise_sum_add(one, _flat(t.dev_diff), out)
 
 
 @register_layer("Concat")
@@ -119,22 +140,22 @@ class ConcatLayer(Layer):
                         f"shape except at the concat axis {axis}")
             shape[axis] += b.shape[axis]
         if len(bottom) == 1:
-            top[0].set_data_array(b0.data)
+            _share_view(top[0], b0)
         else:
             top[0].reshape(shape)
 
     def forward(self, bottom, top):
         if len(bottom) == 1:
-            top[0].set_data_array(bottom[0].data)
+            _share_view(top[0], bottom[0])
             return
         axis = self.concat_axis
         outer = bottom[0].count_range(0, axis)
         top_inner = top[0].count_range(axis)
-        out = _flat(top[0].data)
+        out = _flat(top[0].dev_data)
         offset = 0
         for b in bottom:
             inner = b.count_range(axis)
-            self.backend.concat_copy_in(_flat(b.data), outer, inner, top_inner, offset, out)
+            self.backend.concat_copy_in(_flat(b.dev_data), outer, inner, top_inner, offset, out)
             offset += inner
 
     def backward(self, top, propagate_down, bottom):
@@ -145,13 +166,13 @@ class ConcatLayer(Layer):
         axis = self.concat_axis
         outer = bottom[0].count_range(0, axis)
         top_inner = top[0].count_range(axis)
-        tdiff = _flat(top[0].diff)
+        tdiff = _flat(top[0].dev_diff)
         offset = 0
         for b, prop in zip(bottom, propagate_down):
             inner = b.count_range(axis)
             if prop:
                 self.backend.concat_copy_out(tdiff, outer, inner, top_inner, offset,
-                                             _flat(b.diff))
+                                             _flat(b.dev_diff))
             offset += inner
 
 
@@ -185,7 +206,12 @@ class EltwiseLayer(Layer):
                                     f"{len(coeff)} coeff value(s)", "coeff")
         self.coeffs = [self.dtype.type(c) for c in (coeff or [1.0] * len(bottom))]
         self.stable_prod_grad = bool(p.stable_prod_grad)
-        self.max_idx = None
+        self._mask = None  # MAX: index of the winning bottom per element (int32 Blob)
+
+    @property
+    def max_idx(self):
+        """The MAX mask on the host (None before the first reshape or for SUM/PROD)."""
+        return None if self._mask is None else self._mask.data_readonly()
 
     def reshape(self, bottom, top):
         b0 = bottom[0]
@@ -197,13 +223,15 @@ class EltwiseLayer(Layer):
                     f"bottom[{i}] has shape {_shape_str(bottom[i].shape)} but bottom[0] has "
                     f"{_shape_str(b0.shape)}; all bottoms must have the same shape")
         top[0].reshape(b0.shape)
-        if self.op == "MAX" and (self.max_idx is None or self.max_idx.shape != b0.shape):
-            self.max_idx = np.zeros(b0.shape, np.int32)
+        if self.op == "MAX":
+            if self._mask is None:
+                self._mask = Blob(b0.shape, np.int32)
+            self._mask.reshape(b0.shape)
 
     def forward(self, bottom, top):
         be = self.backend
-        xs = [_flat(b.data) for b in bottom]
-        out = _flat(top[0].data)
+        xs = [_flat(b.dev_data) for b in bottom]
+        out = _flat(top[0].dev_data)
         if self.op == "SUM":
             c = self.coeffs
             be.eltwise_sum_init(c[0], xs[0], c[1], xs[1], out)
@@ -214,18 +242,18 @@ class EltwiseLayer(Layer):
             for k in range(2, len(xs)):
                 be.eltwise_prod_mul(xs[k], out)
         else:
-            mask = _flat(self.max_idx)
+            mask = _flat(self._mask.dev_data)
             be.eltwise_max_init(xs[0], xs[1], out, mask)
             for k in range(2, len(xs)):
                 be.eltwise_max_update(xs[k], k, out, mask)
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
-        tdiff = _flat(top[0].diff)
+        tdiff = _flat(top[0].dev_diff)
         for i, b in enumerate(bottom):
             if not propagate_down[i]:
                 continue
-            out = _flat(b.diff)
+            out = _flat(b.dev_diff)
             if self.op == "SUM":
                 c = self.coeffs[i]
                 if c == 1:
@@ -234,7 +262,7 @@ class EltwiseLayer(Layer):
                     be.eltwise_scale(c, tdiff, out)
             elif self.op == "PROD":
                 if self.stable_prod_grad:
-                    others = [_flat(o.data) for j, o in enumerate(bottom) if j != i]
+                    others = [_flat(o.dev_data) for j, o in enumerate(bottom) if j != i]
                     if len(others) == 1:
                         be.eltwise_prod_init(others[0], tdiff, out)
                     else:
@@ -243,9 +271,10 @@ class EltwiseLayer(Layer):
                             be.eltwise_prod_mul(o, out)
                         be.eltwise_prod_mul(tdiff, out)
                 else:
-                    be.eltwise_prod_grad_unstable(tdiff, _flat(top[0].data), _flat(b.data), out)
+                    be.eltwise_prod_grad_unstable(tdiff, _flat(top[0].dev_data),
+                                                  _flat(b.dev_data), out)
             else:
-                be.eltwise_max_backward(tdiff, _flat(self.max_idx), i, out)
+                be.eltwise_max_backward(tdiff, _flat(self._mask.dev_data), i, out)
 
 
 class _ViewLayer(Layer):
@@ -262,10 +291,10 @@ class _ViewLayer(Layer):
         if top[0] is bottom[0]:
             raise self.config_error("cannot run in place")
         self._shape = self.top_shape(bottom[0])
-        _adopt_view(top[0], bottom[0].data, self._shape)
+        _share_view(top[0], bottom[0], self._shape)
 
     def forward(self, bottom, top):
-        _adopt_view(top[0], bottom[0].data, self._shape)
+        _share_view(top[0], bottom[0], self._shape)
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
@@ -458,7 +487,7 @@ class SliceLayer(Layer):
             sizes = [size // len(top)] * len(top)
         self.sizes = sizes
         if len(top) == 1:
-            top[0].set_data_array(b.data)
+            _share_view(top[0], b)
             return
         for t, sz in zip(top, sizes):
             shape = list(b.shape)
@@ -468,15 +497,15 @@ class SliceLayer(Layer):
     def forward(self, bottom, top):
         b = bottom[0]
         if len(top) == 1:
-            top[0].set_data_array(b.data)
+            _share_view(top[0], b)
             return
         outer = b.count_range(0, self.axis)
         inner_b = b.count_range(self.axis)
-        src = _flat(b.data)
+        src = _flat(b.dev_data)
         offset = 0
         for t in top:
             inner = t.count_range(self.axis)
-            self.backend.concat_copy_out(src, outer, inner, inner_b, offset, _flat(t.data))
+            self.backend.concat_copy_out(src, outer, inner, inner_b, offset, _flat(t.dev_data))
             offset += inner
 
     def backward(self, top, propagate_down, bottom):
@@ -488,11 +517,11 @@ class SliceLayer(Layer):
             return
         outer = b.count_range(0, self.axis)
         inner_b = b.count_range(self.axis)
-        out = _flat(b.diff)
+        out = _flat(b.dev_diff)
         offset = 0
         for t in top:
             inner = t.count_range(self.axis)
-            self.backend.concat_copy_in(_flat(t.diff), outer, inner, inner_b, offset, out)
+            self.backend.concat_copy_in(_flat(t.dev_diff), outer, inner, inner_b, offset, out)
             offset += inner
 
 
@@ -530,14 +559,14 @@ class TileLayer(Layer):
         self.inner = b.count_range(axis)
 
     def forward(self, bottom, top):
-        self.backend.tile_forward(bottom[0].data.reshape(self.outer, self.inner), self.tiles,
-                                  top[0].data.reshape(self.outer, self.tiles * self.inner))
+        self.backend.tile_forward(bottom[0].dev_data.reshape(self.outer, self.inner), self.tiles,
+                                  top[0].dev_data.reshape(self.outer, self.tiles * self.inner))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             self.backend.tile_backward(
-                top[0].diff.reshape(self.outer, self.tiles * self.inner), self.tiles,
-                bottom[0].diff.reshape(self.outer, self.inner))
+                top[0].dev_diff.reshape(self.outer, self.tiles * self.inner), self.tiles,
+                bottom[0].dev_diff.reshape(self.outer, self.inner))
 
 
 _REDUCTION_OPS = {"SUM": 1, "ASUM": 2, "SUMSQ": 3, "MEAN": 4}
@@ -577,14 +606,14 @@ class ReductionLayer(Layer):
         self.coeff = coeff
 
     def forward(self, bottom, top):
-        self.backend.reduce_forward(bottom[0].data.reshape(self.num, self.dim), self.op,
-                                    self.coeff, top[0].data.reshape(self.num))
+        self.backend.reduce_forward(bottom[0].dev_data.reshape(self.num, self.dim), self.op,
+                                    self.coeff, top[0].dev_data.reshape(self.num))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            self.backend.reduce_backward(bottom[0].data.reshape(self.num, self.dim),
-                                         top[0].diff.reshape(self.num), self.op, self.coeff,
-                                         bottom[0].diff.reshape(self.num, self.dim))
+            self.backend.reduce_backward(bottom[0].dev_data.reshape(self.num, self.dim),
+                                         top[0].dev_diff.reshape(self.num), self.op, self.coeff,
+                                         bottom[0].dev_diff.reshape(self.num, self.dim))
 
 
 @register_layer("ArgMax")
@@ -648,37 +677,38 @@ class ArgMaxLayer(Layer):
                 shape[1] = 2
         top[0].reshape(shape)
         ashape = (self.outer, self.top_k, self.inner)
-        if getattr(self, "_arg", None) is None or self._arg.shape != ashape \
-                or self._val.dtype != self.dtype:
-            self._arg = np.zeros(ashape, np.int64)
-            self._val = np.zeros(ashape, self.dtype)
+        if getattr(self, "_arg", None) is None:
+            self._arg = Blob(ashape, np.int64)     # chosen indices per (outer, k, inner)
+            self._val = Blob(ashape, self.dtype)   # their values; the diff is scratch
+        self._arg.reshape(ashape)
+        self._val.reshape(ashape)
 
     def forward(self, bottom, top):
-        x = bottom[0].data.reshape(self.outer, self.dim, self.inner)
-        self.backend.argmax_topk(x, self.top_k, self._arg, self._val)
-        if self.has_axis:
-            out = top[0].data.reshape(self._arg.shape)
-            out[...] = self._val if self.out_max_val else self._arg
-        elif self.out_max_val:
-            out = top[0].data.reshape(self.outer, 2, self.top_k)
-            out[:, 0] = self._arg[:, :, 0]
-            out[:, 1] = self._val[:, :, 0]
-        else:
-            top[0].data.reshape(self._arg.shape)[...] = self._arg
+        be = self.backend
+        x = bottom[0].dev_data.reshape(self.outer, self.dim, self.inner)
+        arg, val = self._arg.dev_data, self._val.dev_data
+        be.argmax_topk(x, self.top_k, arg, val)
+        width = self.top_k * self.inner
+        be.argmax_to_top(arg.reshape(self.outer, width), val.reshape(self.outer, width),
+                         self.out_max_val, self.out_max_val and not self.has_axis,
+                         _flat(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        dx = bottom[0].diff.reshape(self.outer, self.dim, self.inner)
+        be = self.backend
+        dx = bottom[0].dev_diff.reshape(self.outer, self.dim, self.inner)
         if not self.out_max_val:
-            self.backend.blob_set(self.dtype.type(0), _flat(bottom[0].diff))
+            be.blob_set(self.dtype.type(0), _flat(dx))
             return
+        ashape = (self.outer, self.top_k, self.inner)
         if self.has_axis:
-            dval = top[0].diff.reshape(self._arg.shape)
-        else:
-            dval = np.ascontiguousarray(
-                top[0].diff.reshape(self.outer, 2, self.top_k)[:, 1]).reshape(self._arg.shape)
-        self.backend.argmax_backward(dval, self._arg, dx)
+            dval = top[0].dev_diff.reshape(ashape)
+        else:  # top (outer, 2, top_k): the value diffs are the second half of each row
+            dval = self._val.dev_diff
+            be.concat_copy_out(_flat(top[0].dev_diff), self.outer, self.top_k,
+                               2 * self.top_k, self.top_k, _flat(dval))
+        be.argmax_backward(dval, self._arg.dev_data, dx)
 
 
 @register_layer("Silence")
@@ -700,7 +730,7 @@ class SilenceLayer(Layer):
     def backward(self, top, propagate_down, bottom):
         for b, prop in zip(bottom, propagate_down):
             if prop:
-                self.backend.blob_set(self.dtype.type(0), _flat(b.diff))
+                self.backend.blob_set(self.dtype.type(0), _flat(b.dev_diff))
 
 
 @register_layer("Filter")
@@ -711,8 +741,9 @@ class FilterLayer(Layer):
     axis but the first of size 1; every other bottom needs the same N. One top per filtered
     bottom: ``top_t = bottom_t[selected]`` in order, shape (number selected, ...). As in Caffe,
     the reshape at setup time (before any data) gives the tops all N items; later reshapes read
-    the selector, so a selector with no non-zero entry gives empty tops. Backward scatters the
-    top diffs back and writes zeros for dropped items. The selector gets no gradient (zeros when
+    the selector (on the host, as Caffe), so a selector with no non-zero entry gives empty tops.
+    Backward routes the top diffs back (a gather over an inverse index) and writes zeros for
+    dropped items. The selector gets no gradient (zeros when
     asked; Caffe refuses).
     """
 
@@ -744,18 +775,25 @@ class FilterLayer(Layer):
                     f"each bottom should have the same 0th dimension as the selector blob: "
                     f"bottom[{i}] {_shape_str(b.shape)}, selector {_shape_str(sel.shape)}")
         if self._first:
-            self._idx = np.arange(n, dtype=np.int64)
+            idx = np.arange(n, dtype=np.int64)
             self._first = False
-        else:
-            self._idx = np.flatnonzero(sel.data.reshape(n)).astype(np.int64)
+        else:  # the selector is read on the host, as Caffe does
+            idx = np.flatnonzero(sel.data_readonly().reshape(n)).astype(np.int64)
+        self._idx = idx
+        # the kept items (forward gather) and their inverse (backward gather)
+        self._idx_blob = _index_blob(getattr(self, "_idx_blob", None), idx)
+        order, starts = _inverse_index(idx, n)
+        self._order = _index_blob(getattr(self, "_order", None), order)
+        self._starts = _index_blob(getattr(self, "_starts", None), starts)
         for b, t in zip(bottom[:-1], top):
-            t.reshape((len(self._idx),) + tuple(b.shape[1:]))
+            t.reshape((len(idx),) + tuple(b.shape[1:]))
 
     def forward(self, bottom, top):
+        idx = self._idx_blob.dev_data
         for b, t in zip(bottom[:-1], top):
             width = b.count_range(1)
-            self.backend.gather_rows(b.data.reshape(b.shape[0], width), self._idx,
-                                     t.data.reshape(len(self._idx), width))
+            self.backend.gather_rows(b.dev_data.reshape(b.shape[0], width), idx,
+                                     t.dev_data.reshape(len(self._idx), width))
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
@@ -763,10 +801,11 @@ class FilterLayer(Layer):
             if not propagate_down[i]:
                 continue
             width = b.count_range(1)
-            be.scatter_add_rows(t.diff.reshape(len(self._idx), width), self._idx, False,
-                                b.diff.reshape(b.shape[0], width))
+            be.gather_sum_rows(t.dev_diff.reshape(len(self._idx), width), self._order.dev_data,
+                               self._starts.dev_data, False,
+                               b.dev_diff.reshape(b.shape[0], width))
         if propagate_down[-1]:
-            be.blob_set(self.dtype.type(0), _flat(bottom[-1].diff))
+            be.blob_set(self.dtype.type(0), _flat(bottom[-1].dev_diff))
 
 
 @register_layer("BatchReindex")
@@ -795,27 +834,35 @@ class BatchReindexLayer(Layer):
         if b0.num_axes < 1:
             raise self.shape_error("bottom[0] must have at least one axis")
         top[0].reshape((b1.shape[0],) + tuple(b0.shape[1:]))
-        if getattr(self, "_idx", None) is None or self._idx.shape != (b1.shape[0],):
-            self._idx = np.zeros(b1.shape[0], np.int64)
         self.width = b0.count_range(1)
 
     def forward(self, bottom, top):
         b0, b1 = bottom
-        pos = self.backend.float_indices(_flat(b1.data), b0.shape[0], False, self._idx)
-        if pos >= 0:
+        n = b0.shape[0]
+        # the (small) index bottom is read on the host, as Caffe does: validation, and the
+        # inverse index that makes backward a race-free gather
+        v = _flat(b1.data_readonly())
+        ok = (v >= 0) & (v < n)
+        if not ok.all():
             names = list(self.layer_param.bottom) or ["bottom[0]", "bottom[1]"]
-            raise _index_error(self, names[-1], b1.data, pos, b0.shape[0], "index")
-        self.backend.gather_rows(b0.data.reshape(b0.shape[0], self.width), self._idx,
-                                 top[0].data.reshape(len(self._idx), self.width))
+            raise _index_error(self, names[-1], v, int(np.argmin(ok)), n, "index")
+        idx = v.astype(np.int64)
+        self._idx_blob = _index_blob(getattr(self, "_idx_blob", None), idx)
+        order, starts = _inverse_index(idx, n)
+        self._order = _index_blob(getattr(self, "_order", None), order)
+        self._starts = _index_blob(getattr(self, "_starts", None), starts)
+        self.backend.gather_rows(b0.dev_data.reshape(n, self.width), self._idx_blob.dev_data,
+                                 top[0].dev_data.reshape(len(idx), self.width))
 
     def backward(self, top, propagate_down, bottom):
         b0, b1 = bottom
         if propagate_down[0]:
-            self.backend.scatter_add_rows(top[0].diff.reshape(len(self._idx), self.width),
-                                          self._idx, False,
-                                          b0.diff.reshape(b0.shape[0], self.width))
+            self.backend.gather_sum_rows(top[0].dev_diff.reshape(self._idx_blob.count,
+                                                                 self.width),
+                                         self._order.dev_data, self._starts.dev_data, False,
+                                         b0.dev_diff.reshape(b0.shape[0], self.width))
         if propagate_down[1]:
-            self.backend.blob_set(self.dtype.type(0), _flat(b1.diff))
+            self.backend.blob_set(self.dtype.type(0), _flat(b1.dev_diff))
 
 
 @register_layer("Parameter")
@@ -844,10 +891,10 @@ class ParameterLayer(Layer):
         self.blobs.append(self.new_param_blob(dims))
 
     def reshape(self, bottom, top):
-        top[0].set_data_array(self.blobs[0].data)
+        _share_view(top[0], self.blobs[0])
 
     def forward(self, bottom, top):
-        top[0].set_data_array(self.blobs[0].data)
+        _share_view(top[0], self.blobs[0])
 
     def backward(self, top, propagate_down, bottom):
-        self.backend.axpy(1.0, top[0].diff, self.blobs[0].diff)
+        self.backend.axpy(1.0, top[0].dev_diff, self.blobs[0].dev_diff)

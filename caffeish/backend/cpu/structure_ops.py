@@ -18,8 +18,8 @@ __all__ = [
     "eltwise_max_init", "eltwise_max_update", "eltwise_max_backward",
     "concat_copy_in", "concat_copy_out",
     "blob_set", "tile_forward", "tile_backward", "reduce_forward", "reduce_backward",
-    "argmax_topk", "argmax_backward", "float_indices", "gather_rows", "scatter_add_rows",
-    "crop_copy_forward", "crop_copy_backward",
+    "argmax_topk", "argmax_to_top", "argmax_backward", "float_indices", "gather_rows",
+    "scatter_add_rows", "gather_sum_rows", "crop_copy_forward", "crop_copy_backward",
 ]
 
 GRAIN = 32768
@@ -286,6 +286,26 @@ def argmax_topk(x, top_k, arg, val):
                 filled += 1
 
 
+@njit(cache=True, error_model="numpy")
+def argmax_to_top(arg, val, out_max_val, interleave, top):
+    """The ArgMax top from arg (int) and val of shape (outer, width): interleave: top (outer, 2, width) = [arg, val] per row; else top (outer, width) = val if out_max_val else arg; top flat."""
+    outer = arg.shape[0]
+    width = arg.size // max(outer, 1)
+    a = arg.reshape(arg.size)
+    v = val.reshape(val.size)
+    if interleave:
+        for o in range(outer):
+            for j in range(width):
+                top[2 * o * width + j] = a[o * width + j]
+                top[(2 * o + 1) * width + j] = v[o * width + j]
+    elif out_max_val:
+        for i in range(top.size):
+            top[i] = v[i]
+    else:
+        for i in range(top.size):
+            top[i] = a[i]
+
+
 @njit(parallel=True, cache=True, error_model="numpy")
 def argmax_backward(val_diff, arg, dx):
     """dx[o, :, i] = 0, then dx[o, arg[o, k, i], i] += val_diff[o, k, i]; val_diff/arg (outer, top_k, inner), dx (outer, dim, inner)."""
@@ -344,6 +364,20 @@ def scatter_add_rows(src, idx, accumulate, out):
         for m in range(rows):
             r = idx[m]
             for c in range(c0, c1):
+                out[r, c] += src[m, c]
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def gather_sum_rows(src, order, starts, accumulate, out):
+    """out[r, :] (+)= sum of src[order[k], :] for starts[r] <= k < starts[r + 1] (the inverse of gather_rows given the inverse index: source rows grouped by destination, ascending in a group; starts (N + 1,)); src (M, D), out (N, D); rows with no source become 0 unless accumulate."""
+    rows, width = out.shape
+    for r in prange(rows):
+        if not accumulate:
+            for c in range(width):
+                out[r, c] = 0
+        for k in range(starts[r], starts[r + 1]):
+            m = order[k]
+            for c in range(width):
                 out[r, c] += src[m, c]
 
 
