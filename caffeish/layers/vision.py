@@ -176,7 +176,7 @@ class ConvolutionLayer(_ConvGeometry):
         self.s_hw = self._hw(self.stride, 1)
         self.p_hw = self._hw(self.pad, 0)
         self.d_hw = self._hw(self.dilation, 1)
-        self._nobias = np.zeros(1, self.dtype)
+        self._nobias = Blob((1,), self.dtype, name=f"{self.name}/nobias")
         self._allocate(num)
 
     def _bottom_channels(self, wshape):
@@ -198,8 +198,8 @@ class ConvolutionLayer(_ConvGeometry):
         per_image = max(krows, self.num_output) * ohw
         self.chunk = int(max(1, min(num, self.col_budget // max(per_image, 1))))
         m = self.chunk * ohw
-        self._col = np.zeros(krows * m, self.dtype)
-        self._res = np.zeros(self.num_output * m, self.dtype)
+        self._col = Blob((krows * m,), self.dtype, name=f"{self.name}/col")
+        self._res = Blob((self.num_output * m,), self.dtype, name=f"{self.name}/res")
         self._col_valid = False
 
     # --- compute -----------------------------------------------------------------------------
@@ -215,8 +215,8 @@ class ConvolutionLayer(_ConvGeometry):
         """Columns (K, m), results (O, m) and their per-group views (G, K/G, m), (G, O/G, m)."""
         g = self.group
         krows = self.channels * self.k_hw[0] * self.k_hw[1]
-        col = self._col[:krows * m].reshape(krows, m)
-        res = self._res[:self.num_output * m].reshape(self.num_output, m)
+        col = self._col.dev_data[:krows * m].reshape(krows, m)
+        res = self._res.dev_data[:self.num_output * m].reshape(self.num_output, m)
         return col, res, col.reshape(g, krows // g, m), res.reshape(g, self.num_output // g, m)
 
     def _weights(self, arr):
@@ -232,11 +232,11 @@ class ConvolutionLayer(_ConvGeometry):
         be = self.backend
         geom = self._geom()
         ohw = self.out_hw[0] * self.out_hw[1]
-        w = self._weights(self.blobs[0].data)
-        bias = self.blobs[1].data if self.bias_term else self._nobias
+        w = self._weights(self.blobs[0].dev_data)
+        bias = (self.blobs[1] if self.bias_term else self._nobias).dev_data
         for b, t in zip(bottom, top):
-            x = self._views(b.data)
-            y = t.data.reshape(self.num, self.num_output, ohw)
+            x = self._views(b.dev_data)
+            y = t.dev_data.reshape(self.num, self.num_output, ohw)
             for n0 in range(0, self.num, self.chunk):
                 n1 = min(self.num, n0 + self.chunk)
                 m = (n1 - n0) * ohw
@@ -250,13 +250,13 @@ class ConvolutionLayer(_ConvGeometry):
         be = self.backend
         geom = self._geom()
         ohw = self.out_hw[0] * self.out_hw[1]
-        w = self._weights(self.blobs[0].data)
-        wdiff = self._weights(self.blobs[0].diff)
-        bdiff = self.blobs[1].diff if self.bias_term else None
+        w = self._weights(self.blobs[0].dev_data)
+        wdiff = self._weights(self.blobs[0].dev_diff)
+        bdiff = self.blobs[1].dev_diff if self.bias_term else None
         for i, (b, t) in enumerate(zip(bottom, top)):
-            x = self._views(b.data)
-            dy = t.diff.reshape(self.num, self.num_output, ohw)
-            dx = self._views(b.diff) if propagate_down[i] else None
+            x = self._views(b.dev_data)
+            dy = t.dev_diff.reshape(self.num, self.num_output, ohw)
+            dx = self._views(b.dev_diff) if propagate_down[i] else None
             for n0 in range(0, self.num, self.chunk):
                 n1 = min(self.num, n0 + self.chunk)
                 m = (n1 - n0) * ohw
@@ -266,10 +266,7 @@ class ConvolutionLayer(_ConvGeometry):
                     be.channel_sum_ncp(dy[n0:n1], bdiff)
                 if not self._col_valid:
                     be.im2col_batch(x[n0:n1], *geom, col)
-                # dW^T = col @ dY^T, then dW += its transpose: BLAS runs the long reduction
-                # over N*OH*OW faster this way round (LeNet conv1: 1.06 -> 0.84 ms)
-                wt = be.gemm(self._g(col, colg), self._g(res, resg), trans_b=True)
-                be.axpy(1.0, np.swapaxes(wt, -1, -2), wdiff)
+                be.conv_weight_grad(self._g(col, colg), self._g(res, resg), wdiff)
                 if dx is not None:
                     be.gemm(w, self._g(res, resg), out=self._g(col, colg), trans_a=True)
                     be.col2im_batch(col, *geom, dx[n0:n1])
@@ -402,7 +399,16 @@ class PoolingLayer(Layer):
         key = (shape, self.pool)
         if key != self._key:
             self._key = key
-            self._index = np.zeros(shape, np.int32) if self.pool != "AVE" else None
+            self._idx = (Blob(shape, np.int32, name=f"{self.name}/index")
+                         if self.pool != "AVE" else None)
+            self._rand = (Blob(shape, self.dtype, name=f"{self.name}/rand")
+                          if self.pool == "STOCHASTIC" and self.phase == "TRAIN" else None)
+
+    @property
+    def _index(self):
+        """The argmax (MAX) or sampled cell (STOCHASTIC TRAIN) of the last forward, ``h*W + w``
+        per output, on the host; None for AVE."""
+        return self._idx.data if self._idx is not None else None
 
     def _geom(self):
         (kh, kw), (sh, sw) = self.kernel, self.stride
@@ -410,19 +416,22 @@ class PoolingLayer(Layer):
 
     def forward(self, bottom, top):
         be = self.backend
-        x = bottom[0].data
-        y = top[0].data
+        x = bottom[0].dev_data
+        y = top[0].dev_data
         kh, kw, sh, sw = self._geom()
         ph, pw = self.pad
         if self.pool == "MAX":
-            be.max_pool_forward(x, kh, kw, sh, sw, ph, pw, y, self._index)
+            index = self._idx.dev_data
+            be.max_pool_forward(x, kh, kw, sh, sw, ph, pw, y, index)
             if len(top) > 1:
-                top[1].data[...] = self._index
+                be.pool_index_to_mask(index, top[1].dev_data)
         elif self.pool == "AVE":
             be.ave_pool_forward(x, kh, kw, sh, sw, ph, pw, y)
         elif self.phase == "TRAIN":
-            u = self.rng.random(y.shape, dtype=self.dtype)
-            be.stochastic_pool_forward_train(x, kh, kw, sh, sw, u, y, self._index)
+            # drawn on the host from the layer's RNG in both modes: same samples, exact resume
+            self._rand.data[...] = self.rng.random(top[0].shape, dtype=self.dtype)
+            be.stochastic_pool_forward_train(x, kh, kw, sh, sw, self._rand.dev_data, y,
+                                             self._idx.dev_data)
         else:
             be.stochastic_pool_forward_test(x, kh, kw, sh, sw, y)
 
@@ -430,18 +439,18 @@ class PoolingLayer(Layer):
         if not propagate_down[0]:
             return
         be = self.backend
-        dy = top[0].diff
-        dx = bottom[0].diff
+        dy = top[0].dev_diff
+        dx = bottom[0].dev_diff
         kh, kw, sh, sw = self._geom()
         ph, pw = self.pad
         if self.pool == "MAX":
-            be.max_pool_backward(dy, self._index, kh, kw, sh, sw, ph, pw, dx)
+            be.max_pool_backward(dy, self._idx.dev_data, kh, kw, sh, sw, ph, pw, dx)
         elif self.pool == "AVE":
             be.ave_pool_backward(dy, kh, kw, sh, sw, ph, pw, dx)
         elif self.phase == "TRAIN":
-            be.stochastic_pool_backward_train(dy, self._index, kh, kw, sh, sw, dx)
+            be.stochastic_pool_backward_train(dy, self._idx.dev_data, kh, kw, sh, sw, dx)
         else:
-            be.stochastic_pool_backward_test(bottom[0].data, dy, kh, kw, sh, sw, dx)
+            be.stochastic_pool_backward_test(bottom[0].dev_data, dy, kh, kw, sh, sw, dx)
 
 
 @register_layer("Deconvolution")
@@ -480,8 +489,8 @@ class DeconvolutionLayer(ConvolutionLayer):
         per_image = max(krows, self.channels) * p_in
         self.chunk = int(max(1, min(num, self.col_budget // max(per_image, 1))))
         m = self.chunk * p_in
-        self._col = np.zeros(krows * m, self.dtype)
-        self._xc = np.zeros(self.channels * m, self.dtype)
+        self._col = Blob((krows * m,), self.dtype, name=f"{self.name}/col")
+        self._xc = Blob((self.channels * m,), self.dtype, name=f"{self.name}/xc")
 
     def _deconv_geom(self):
         """im2col/col2im geometry of the convolution whose input is our top."""
@@ -492,8 +501,8 @@ class DeconvolutionLayer(ConvolutionLayer):
         """Columns (K, m), bottom in channel-major layout (C, m), and their group views."""
         g = self.group
         krows = self.num_output * self.k_hw[0] * self.k_hw[1]
-        col = self._col[:krows * m].reshape(krows, m)
-        xc = self._xc[:self.channels * m].reshape(self.channels, m)
+        col = self._col.dev_data[:krows * m].reshape(krows, m)
+        xc = self._xc.dev_data[:self.channels * m].reshape(self.channels, m)
         if g == 1:
             return col, xc, col, xc
         return col, xc, col.reshape(g, krows // g, m), xc.reshape(g, self.channels // g, m)
@@ -509,10 +518,10 @@ class DeconvolutionLayer(ConvolutionLayer):
         geom = self._deconv_geom()
         p_in = self.in_hw[0] * self.in_hw[1]
         p_out = self.out_hw[0] * self.out_hw[1]
-        w = self._dweights(self.blobs[0].data)
+        w = self._dweights(self.blobs[0].dev_data)
         for b, t in zip(bottom, top):
-            x = b.data.reshape(self.num, self.channels, p_in)
-            y = t.data.reshape(self.num, self.num_output, self.out_hw[0], self.out_hw[1])
+            x = b.dev_data.reshape(self.num, self.channels, p_in)
+            y = t.dev_data.reshape(self.num, self.num_output, self.out_hw[0], self.out_hw[1])
             for n0 in range(0, self.num, self.chunk):
                 n1 = min(self.num, n0 + self.chunk)
                 col, xc, colg, xcg = self._bufs((n1 - n0) * p_in)
@@ -520,23 +529,24 @@ class DeconvolutionLayer(ConvolutionLayer):
                 be.gemm(w, xcg, out=colg, trans_a=True)
                 be.col2im_batch(col, *geom, y[n0:n1])
             if self.bias_term:
-                be.bias_add_ncp(self.blobs[1].data, t.data.reshape(self.num, self.num_output,
-                                                                    p_out))
+                be.bias_add_ncp(self.blobs[1].dev_data,
+                                t.dev_data.reshape(self.num, self.num_output, p_out))
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
         geom = self._deconv_geom()
         p_in = self.in_hw[0] * self.in_hw[1]
         p_out = self.out_hw[0] * self.out_hw[1]
-        w = self._dweights(self.blobs[0].data)
-        wdiff = self._dweights(self.blobs[0].diff)
+        w = self._dweights(self.blobs[0].dev_data)
+        wdiff = self._dweights(self.blobs[0].dev_diff)
+        nobias = self._nobias.dev_data
         for i, (b, t) in enumerate(zip(bottom, top)):
             if self.bias_term:
-                be.channel_sum_ncp(t.diff.reshape(self.num, self.num_output, p_out),
-                                   self.blobs[1].diff)
-            x = b.data.reshape(self.num, self.channels, p_in)
-            dy = t.diff.reshape(self.num, self.num_output, self.out_hw[0], self.out_hw[1])
-            dx = b.diff.reshape(self.num, self.channels, p_in) if propagate_down[i] else None
+                be.channel_sum_ncp(t.dev_diff.reshape(self.num, self.num_output, p_out),
+                                   self.blobs[1].dev_diff)
+            x = b.dev_data.reshape(self.num, self.channels, p_in)
+            dy = t.dev_diff.reshape(self.num, self.num_output, self.out_hw[0], self.out_hw[1])
+            dx = b.dev_diff.reshape(self.num, self.channels, p_in) if propagate_down[i] else None
             for n0 in range(0, self.num, self.chunk):
                 n1 = min(self.num, n0 + self.chunk)
                 col, xc, colg, xcg = self._bufs((n1 - n0) * p_in)
@@ -545,7 +555,7 @@ class DeconvolutionLayer(ConvolutionLayer):
                 be.gemm(xcg, colg, out=wdiff, trans_b=True, beta=1.0)
                 if dx is not None:
                     be.gemm(w, colg, out=xcg)
-                    be.cnp_to_ncp(xc, self._nobias, False, dx[n0:n1])
+                    be.cnp_to_ncp(xc, nobias, False, dx[n0:n1])
 
 
 @register_layer("Im2col")
@@ -597,8 +607,8 @@ class Im2colLayer(_ConvGeometry):
     def forward(self, bottom, top):
         be = self.backend
         geom = self._geom()
-        x = bottom[0].data.reshape(self.num, self.channels, *self.in_hw)
-        y = top[0].data.reshape(self.num, self.krows, self.out_hw[0] * self.out_hw[1])
+        x = bottom[0].dev_data.reshape(self.num, self.channels, *self.in_hw)
+        y = top[0].dev_data.reshape(self.num, self.krows, self.out_hw[0] * self.out_hw[1])
         for n in range(self.num):
             be.im2col_batch(x[n:n + 1], *geom, y[n])
 
@@ -607,8 +617,8 @@ class Im2colLayer(_ConvGeometry):
             return
         be = self.backend
         geom = self._geom()
-        dx = bottom[0].diff.reshape(self.num, self.channels, *self.in_hw)
-        dy = top[0].diff.reshape(self.num, self.krows, self.out_hw[0] * self.out_hw[1])
+        dx = bottom[0].dev_diff.reshape(self.num, self.channels, *self.in_hw)
+        dy = top[0].dev_diff.reshape(self.num, self.krows, self.out_hw[0] * self.out_hw[1])
         for n in range(self.num):
             be.col2im_batch(dy[n], *geom, dx[n:n + 1])
 
@@ -707,12 +717,12 @@ class SPPLayer(Layer):
         be = self.backend
         n = bottom[0].shape[0]
         total = top[0].shape[1]
-        out_flat = top[0].data.reshape(-1)
+        out_flat = top[0].dev_data.reshape(top[0].count)
         offset = 0
         for layer, out in self._levels:
             layer.forward(bottom, [out])
             inner = out.count_range(1)
-            be.concat_copy_in(out.data.reshape(-1), n, inner, total, offset, out_flat)
+            be.concat_copy_in(out.dev_data.reshape(out.count), n, inner, total, offset, out_flat)
             offset += inner
 
     def backward(self, top, propagate_down, bottom):
@@ -725,20 +735,22 @@ class SPPLayer(Layer):
         b = bottom[0]
         n = b.shape[0]
         total = top[0].shape[1]
-        tdiff = top[0].diff.reshape(-1)
+        tdiff = top[0].dev_diff.reshape(top[0].count)
         scratch = self._scratch
-        scratch.set_data_array(b.data)
+        scratch.reshape(b.shape)
+        scratch.share_data(b)
         one = self.dtype.type(1)
         offset = 0
         for level, (layer, out) in enumerate(self._levels):
             inner = out.count_range(1)
-            be.concat_copy_out(tdiff, n, inner, total, offset, out.diff.reshape(-1))
+            be.concat_copy_out(tdiff, n, inner, total, offset, out.dev_diff.reshape(out.count))
             offset += inner
             if level == 0:
                 layer.backward([out], [True], bottom)
             else:
                 layer.backward([out], [True], [scratch])
-                be.eltwise_sum_add(one, scratch.diff.reshape(-1), b.diff.reshape(-1))
+                be.eltwise_sum_add(one, scratch.dev_diff.reshape(b.count),
+                                   b.dev_diff.reshape(b.count))
 
 
 @register_layer("Crop")
@@ -795,18 +807,20 @@ class CropLayer(Layer):
             offsets.append(off)
             shape.append(size)
         top[0].reshape(shape)
-        self._offsets = np.array(offsets, np.int64)
+        self._offsets = np.array(offsets, np.int64)  # geometry: small host arrays, like kh, kw
         self._x_shape = np.array(b0.shape, np.int64)
         self._top_shape = np.array(shape, np.int64)
 
     def forward(self, bottom, top):
-        self.backend.crop_copy_forward(bottom[0].data.reshape(-1), self._x_shape, self._offsets,
-                                       self._top_shape, top[0].data.reshape(-1))
+        self.backend.crop_copy_forward(
+            bottom[0].dev_data.reshape(bottom[0].count), self._x_shape, self._offsets,
+            self._top_shape, top[0].dev_data.reshape(top[0].count))
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
         if propagate_down[0]:
-            be.crop_copy_backward(top[0].diff.reshape(-1), self._top_shape, self._offsets,
-                                  self._x_shape, bottom[0].diff.reshape(-1))
+            be.crop_copy_backward(top[0].dev_diff.reshape(top[0].count), self._top_shape,
+                                  self._offsets, self._x_shape,
+                                  bottom[0].dev_diff.reshape(bottom[0].count))
         if propagate_down[1]:
-            be.blob_set(self.dtype.type(0), bottom[1].diff.reshape(-1))
+            be.blob_set(self.dtype.type(0), bottom[1].dev_diff.reshape(bottom[1].count))

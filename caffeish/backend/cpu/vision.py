@@ -5,10 +5,12 @@ Images are NCHW C-contiguous arrays. The column layout of a batch of ``n`` image
 columns: image, output row, output column), so one GEMM covers the whole batch and the rows of
 one convolution group are contiguous.
 """
+import numpy as np
 from numba import njit, prange
 
 __all__ = [
     "im2col_batch", "col2im_batch", "ncp_to_cnp", "cnp_to_ncp", "bias_add_ncp", "channel_sum_ncp",
+    "conv_weight_grad", "pool_index_to_mask",
     "max_pool_forward", "max_pool_backward", "ave_pool_forward", "ave_pool_backward",
     "stochastic_pool_forward_train", "stochastic_pool_forward_test",
     "stochastic_pool_backward_train", "stochastic_pool_backward_test",
@@ -128,6 +130,21 @@ def channel_sum_ncp(dy, out):
             for p in range(plen):
                 s += dy[n, c, p]
         out[c] += s
+
+
+def conv_weight_grad(col, res, wdiff):
+    """wdiff += res @ col^T; col (K, m), res (O, m), wdiff (O, K), or per group (G, K/G, m) etc."""
+    # dW^T = col @ dY^T, then dW += its transpose: BLAS runs the long reduction over m (images
+    # x output pixels) faster this way round (LeNet conv1: 1.06 -> 0.84 ms)
+    wt = np.matmul(col, np.swapaxes(res, -1, -2))
+    wdiff += np.swapaxes(wt, -1, -2)
+    return wdiff
+
+
+def pool_index_to_mask(index, mask):
+    """mask[...] = index as floats (Caffe's mask top of MAX pooling); same shapes."""
+    mask[...] = index
+    return mask
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
