@@ -1,3 +1,4 @@
+import json
 import os
 from pathlib import Path
 
@@ -39,3 +40,47 @@ def _cpu_mode():
 
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
+
+
+# --- dev/cuda_compile_check.py, step 1: record each simulated kernel launch's argument types --
+_RECORD = os.environ.get("CAFFEISH_RECORD_KERNELS")
+_recorded: dict = {}
+
+
+def _describe(arg):
+    import numpy as np
+    from numba import typeof, types
+    ary = getattr(arg, "_ary", None)          # the simulator's device arrays wrap a numpy array
+    if isinstance(arg, np.ndarray) or ary is not None:
+        a = arg if ary is None else ary
+        layout = "C" if a.flags.c_contiguous else ("F" if a.flags.f_contiguous else "A")
+        return ["array", a.dtype.str, a.ndim, layout]
+    if isinstance(arg, tuple):
+        return ["tuple", [_describe(x) for x in arg]]
+    t = typeof(arg)
+    if isinstance(t, types.Boolean):
+        return ["scalar", "boolean"]
+    return ["scalar", str(t)]
+
+
+def pytest_sessionstart(session):
+    if not _RECORD or os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+        return
+    from numba.cuda.simulator import kernel as simk
+    call = simk.FakeCUDAKernel.__call__
+
+    def recording_call(self, *args):
+        if not self._device:
+            fn = self.fn
+            desc = [_describe(a) for a in args]
+            key = json.dumps([fn.__module__, fn.__qualname__, desc])
+            _recorded[key] = {"module": fn.__module__, "qualname": fn.__qualname__, "args": desc}
+        return call(self, *args)
+    simk.FakeCUDAKernel.__call__ = recording_call
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _RECORD and _recorded:
+        with open(_RECORD, "w") as fh:
+            json.dump(sorted(_recorded.values(), key=lambda r: (r["module"], r["qualname"])), fh,
+                      indent=1)

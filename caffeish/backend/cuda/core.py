@@ -109,6 +109,14 @@ def select_device(device_id: int):
         _selected[0] = 0
         return
     try:
+        import numba_cuda  # noqa: F401
+    except ImportError:
+        raise CaffeishError(
+            "GPU mode needs the numba-cuda package (numba's maintained CUDA target; the copy "
+            "built into numba is deprecated and miscompiles some of caffeish's kernels). "
+            "Install the GPU extra: pip install 'caffeish[gpu]' (CUDA 12) or "
+            "'caffeish[gpu-cu13]' (CUDA 13).") from None
+    try:
         available = cuda.is_available()
     except Exception as e:  # driver library present but broken
         available, why = False, str(e)
