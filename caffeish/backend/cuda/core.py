@@ -113,7 +113,7 @@ def select_device(device_id: int):
     except ImportError:
         raise CaffeishError(
             "GPU mode needs the numba-cuda package (numba's maintained CUDA target; the copy "
-            "built into numba is deprecated and miscompiles some of caffeish's kernels). "
+            "built into numba is deprecated and cannot compile some of caffeish's kernels). "
             "Install the GPU extra: pip install 'caffeish[gpu]' (CUDA 12) or "
             "'caffeish[gpu-cu13]' (CUDA 13).") from None
     try:
