@@ -22,7 +22,37 @@ if SIMULATED:
     # The simulator runs a block's threads as Python threads that meet at every syncthreads();
     # with the default 5 ms GIL switch interval each barrier costs milliseconds (GEMM 20x slower).
     import sys
+    import threading
+
     sys.setswitchinterval(1e-5)
+
+    def _patch_simulator_shared_arrays():
+        """The simulator creates a block's cuda.shared.array on first use with an unguarded
+        check-then-create; with threads switching this often, two threads of a block can each
+        create their own copy and a reduction reads garbage (seen: 1 GEMM in 300 wrong). Do the
+        lookup under a lock, keyed like the simulator by the calling file and line."""
+        from numba.core import types as _types
+        from numba.cuda.simulator import kernelapi
+        from numba.np import numpy_support
+        original = kernelapi.FakeCUDAShared.array
+        lock = threading.Lock()
+
+        def array(self, shape, dtype):
+            if shape == 0:  # dynamic shared memory: one buffer, no race
+                return original(self, shape, dtype)
+            if isinstance(dtype, _types.Type):
+                dtype = numpy_support.as_dtype(dtype)
+            frame = sys._getframe(1)
+            key = (frame.f_code.co_filename, frame.f_lineno)
+            with lock:
+                arr = self._allocations.get(key)
+                if arr is None:
+                    arr = self._allocations[key] = np.empty(shape, dtype)
+            return arr
+
+        kernelapi.FakeCUDAShared.array = array
+
+    _patch_simulator_shared_arrays()
 THREADS = 32 if SIMULATED else 256
 _MAX_BLOCKS = 2 if SIMULATED else 8192
 
