@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..blob import Blob
 from ..log import logger
 from .base import Layer, register_layer
 
 
 def _flat(a):
-    return a.reshape(-1)
+    """a (numpy or device array, contiguous) as 1-D"""
+    return a.reshape(a.size)
 
 
 class _RecurrentLayer(Layer):
@@ -77,7 +79,7 @@ class _RecurrentLayer(Layer):
             raise self.shape_error(f"bottom[2] {self._bottom_name(2)} (x_static) must be N x ... "
                                    f"with N = {self.N} streams, got shape {bottom[2].shape}")
         self.debug_info = bool(p.debug_info)
-        self._state = [np.zeros((self.N, self.num_output), self.dtype) for _ in self.state_names]
+        self._state = [self._scratch((self.N, self.num_output)) for _ in self.state_names]
         self._shape_key = None
         if not self.blobs:
             self._make_blobs(bottom[0].count_range(2),
@@ -85,6 +87,10 @@ class _RecurrentLayer(Layer):
 
     def _make_blobs(self, x_dim, static_dim):
         raise NotImplementedError
+
+    def _scratch(self, shape) -> Blob:
+        """Internal storage that follows the mode (host or device), like Caffe's internal blobs."""
+        return Blob(shape, self.dtype, name=f"{self.name} (internal)")
 
     @property
     def _w_x(self):
@@ -120,8 +126,10 @@ class _RecurrentLayer(Layer):
             # Caffe reshapes its hidden-state blobs: a smaller N keeps the first streams'
             # state, a larger one reallocates (all zeros).
             for j, s in enumerate(self._state):
-                self._state[j] = (s[:n].copy() if n < s.shape[0]
-                                  else np.zeros((n, self.num_output), self.dtype))
+                new = self._scratch((n, self.num_output))
+                if n < s.shape[0]:
+                    self.backend.blob_copy(_flat(s.dev_data[:n]), _flat(new.dev_data))
+                self._state[j] = new
             self.N = n
         h = self.num_output
         if self.expose_hidden:
@@ -144,42 +152,45 @@ class _RecurrentLayer(Layer):
         return self.num_output
 
     def _alloc(self, T, N):
-        dt = self.dtype
-        self._ones_tn = np.ones((T * N, 1), dt)
-        self._ones_t = np.ones((T, 1), dt)
+        self._ones_tn = self._scratch((T * N, 1))
+        self._ones_tn.data[...] = 1
+        self._ones_t = self._scratch((T, 1))
+        self._ones_t.data[...] = 1
 
     # --- hidden state ----------------------------------------------------------------------
     def _initial_states(self, bottom):
         if self.expose_hidden:
             off = 2 + int(self.static_input)
-            return [bottom[off + j].data[0] for j in range(len(self.state_names))]
-        return self._state
+            return [bottom[off + j].dev_data[0] for j in range(len(self.state_names))]
+        return [s.dev_data for s in self._state]
 
     def _keep_final_states(self, finals, top):
         be = self.backend
-        if self.expose_hidden:
-            for t, f in zip(top[1:], finals):
-                be.blob_copy(_flat(f), _flat(t.data))
-        else:
-            for s, f in zip(self._state, finals):
-                be.blob_copy(_flat(f), _flat(s))
+        dst = top[1:] if self.expose_hidden else self._state
+        for d, f in zip(dst, finals):
+            be.blob_copy(_flat(f), _flat(d.dev_data))
 
     def reset(self):
         """Zero the hidden state carried to the next forward (Caffe's RecurrentLayer::Reset)."""
         for s in self._state:
-            s.fill(0)
+            self.backend.fill(s.dev_data, 0)
 
     def get_state(self) -> dict:
         state = super().get_state()
         if not getattr(self, "expose_hidden", True):
-            state["hidden"] = [s.copy() for s in self._state]
+            state["hidden"] = [s.data_readonly().copy() for s in self._state]
         return state
 
     def set_state(self, state: dict):
         super().set_state(state)
         hidden = state.get("hidden")
         if hidden is not None and not self.expose_hidden:
-            self._state = [np.ascontiguousarray(h, dtype=self.dtype) for h in hidden]
+            self._state = []
+            for h in hidden:
+                h = np.asarray(h)
+                s = self._scratch(h.shape)
+                s.data[...] = h
+                self._state.append(s)
             self.N = int(self._state[0].shape[0])
 
     # --- shared pieces of forward / backward -------------------------------------------------
@@ -187,39 +198,45 @@ class _RecurrentLayer(Layer):
         """out (T, N, G) = x W^T + b (+ x_static W_static^T at every step)."""
         be = self.backend
         T, N = self.T, self.N
-        g = out.shape[2]
+        g = w.shape[0]
+        x = bottom[0]
         o2 = out.reshape(T * N, g)
-        be.gemm(bottom[0].data.reshape(T * N, -1), w.data, out=o2, trans_b=True)
-        be.gemm(self._ones_tn, b.data.reshape(1, g), out=o2, beta=1.0)
+        be.gemm(x.dev_data.reshape(T * N, x.count // (T * N)), w.dev_data, out=o2, trans_b=True)
+        be.gemm(self._ones_tn.dev_data, b.dev_data.reshape(1, g), out=o2, beta=1.0)
         if self.static_input:
-            be.gemm(bottom[2].data.reshape(N, -1), self._w_static.data, out=self._static_term,
+            xs, st = bottom[2], self._static_term.dev_data
+            be.gemm(xs.dev_data.reshape(N, xs.count // N), self._w_static.dev_data, out=st,
                     trans_b=True)
-            for t in range(T):
-                be.axpy(1.0, self._static_term, out[t])
+            # every step's rows += the static term: ones (T, 1) x st (1, N * G)
+            be.gemm(self._ones_t.dev_data, st.reshape(1, N * g), out=out.reshape(T, N * g),
+                    beta=1.0)
 
     def _input_backward(self, propagate_down, bottom, d_pre, w, b):
         """Parameter and bottom gradients of the input transform, from d_pre (T, N, G)."""
         be = self.backend
         T, N = self.T, self.N
-        g = d_pre.shape[2]
+        g = w.shape[0]
+        x = bottom[0]
+        xd = x.count // (T * N)
         d2 = d_pre.reshape(T * N, g)
-        x2 = bottom[0].data.reshape(T * N, -1)
-        be.gemm(d2, x2, out=w.diff, trans_a=True, beta=1.0)
-        be.gemm(self._ones_tn, d2, out=b.diff.reshape(1, g), trans_a=True, beta=1.0)
+        be.gemm(d2, x.dev_data.reshape(T * N, xd), out=w.dev_diff, trans_a=True, beta=1.0)
+        be.gemm(self._ones_tn.dev_data, d2, out=b.dev_diff.reshape(1, g), trans_a=True,
+                beta=1.0)
         if propagate_down[0]:
-            be.gemm(d2, w.data, out=bottom[0].diff.reshape(T * N, -1))
+            be.gemm(d2, w.dev_data, out=x.dev_diff.reshape(T * N, xd))
         if self.static_input:
-            ds = self._static_term.reshape(1, N * g)
-            be.gemm(self._ones_t, d_pre.reshape(T, N * g), out=ds, trans_a=True)
+            xs, ws = bottom[2], self._w_static
+            sd = xs.count // N
+            ds = self._static_term.dev_data.reshape(1, N * g)
+            be.gemm(self._ones_t.dev_data, d_pre.reshape(T, N * g), out=ds, trans_a=True)
             ds = ds.reshape(N, g)
-            ws = self._w_static
-            be.gemm(ds, bottom[2].data.reshape(N, -1), out=ws.diff, trans_a=True, beta=1.0)
+            be.gemm(ds, xs.dev_data.reshape(N, sd), out=ws.dev_diff, trans_a=True, beta=1.0)
             if propagate_down[2]:
-                be.gemm(ds, ws.data, out=bottom[2].diff.reshape(N, -1))
+                be.gemm(ds, ws.dev_data, out=xs.dev_diff.reshape(N, sd))
         # No gradient reaches cont or (as in Caffe) the exposed initial hidden states.
         for i in range(1, len(bottom)):
             if propagate_down[i] and not (i == 2 and self.static_input):
-                bottom[i].diff.fill(0)
+                be.fill(bottom[i].dev_diff, 0)
 
     def _debug(self, direction, what, arr):
         if self.debug_info:
@@ -229,7 +246,7 @@ class _RecurrentLayer(Layer):
     def _debug_params(self, direction, kind):
         if self.debug_info:
             for j, b in enumerate(self.blobs):
-                arr = b.data if kind == "data" else b.diff
+                arr = b.dev_data if kind == "data" else b.dev_diff
                 self._debug(direction, f"param blob {j} {kind}", arr)
 
 
@@ -275,60 +292,61 @@ class LSTMLayer(_RecurrentLayer):
 
     def _alloc(self, T, N):
         super()._alloc(T, N)
-        dt, H = self.dtype, self.num_output
-        self._gates = np.zeros((T, N, 4 * H), dt)
-        self._hc = np.zeros((T, N, H), dt)
-        self._c = np.zeros((T + 1, N, H), dt)
-        self._d_gates = np.zeros((T, N, 4 * H), dt)
-        self._d_h = np.zeros((T, N, H), dt)
-        self._dc = np.zeros((N, H), dt)
-        self._dc_prev = np.zeros((N, H), dt)
-        self._dhc = np.zeros((N, H), dt)
-        self._static_term = np.zeros((N, 4 * H), dt)
+        H = self.num_output
+        self._gates = self._scratch((T, N, 4 * H))    # data: gate inputs; diff: their gradients
+        self._hc = self._scratch((T, N, H))           # cont_t * h_{t-1}
+        self._c = self._scratch((T + 1, N, H))        # c_0 .. c_T
+        self._d_h = self._scratch((T, N, H))
+        self._dc = self._scratch((N, H))
+        self._dc_prev = self._scratch((N, H))
+        self._dhc = self._scratch((N, H))
+        self._static_term = self._scratch((N, 4 * H))
 
     def forward(self, bottom, top):
         be = self.backend
         T = self.T
-        w_hc, b_c = self.blobs[-1].data, self.blobs[1]
-        self._input_transform(bottom, self._gates, self.blobs[0], b_c)
+        gates, cs, hc = self._gates.dev_data, self._c.dev_data, self._hc.dev_data
+        w_hc = self.blobs[-1].dev_data
+        self._input_transform(bottom, gates, self.blobs[0], self.blobs[1])
         h0, c0 = self._initial_states(bottom)
-        be.blob_copy(_flat(c0), _flat(self._c[0]))
-        cont = bottom[1].data
-        h = top[0].data
+        be.blob_copy(_flat(c0), _flat(cs[0]))
+        cont = bottom[1].dev_data
+        h = top[0].dev_data
         h_prev = h0
         for t in range(T):
-            be.cont_scale(h_prev, cont[t], self._hc[t], False)
-            be.gemm(self._hc[t], w_hc, out=self._gates[t], trans_b=True, beta=1.0)
-            be.lstm_unit_forward(self._c[t], self._gates[t], cont[t], self._c[t + 1], h[t])
+            be.cont_scale(h_prev, cont[t], hc[t], False)
+            be.gemm(hc[t], w_hc, out=gates[t], trans_b=True, beta=1.0)
+            be.lstm_unit_forward(cs[t], gates[t], cont[t], cs[t + 1], h[t])
             h_prev = h[t]
             if self.debug_info:
-                self._debug("Forward", f"blob gate_input_{t + 1} data", self._gates[t])
-                self._debug("Forward", f"blob c_{t + 1} data", self._c[t + 1])
+                self._debug("Forward", f"blob gate_input_{t + 1} data", gates[t])
+                self._debug("Forward", f"blob c_{t + 1} data", cs[t + 1])
                 self._debug("Forward", f"blob h_{t + 1} data", h[t])
-        self._keep_final_states([h[T - 1], self._c[T]], top)
+        self._keep_final_states([h[T - 1], cs[T]], top)
         self._debug_params("Forward", "data")
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
-        T = self.T
+        T, N, H = self.T, self.N, self.num_output
         w_hc = self.blobs[-1]
-        cont = bottom[1].data
-        gates, d_gates, d_h = self._gates, self._d_gates, self._d_h
-        be.blob_copy(_flat(top[0].diff), _flat(d_h))
-        dc, dc_prev = self._dc, self._dc_prev
-        dc.fill(0)
+        w_hc_data = w_hc.dev_data
+        cont = bottom[1].dev_data
+        gates, d_gates = self._gates.dev_data, self._gates.dev_diff
+        cs, d_h, dhc = self._c.dev_data, self._d_h.dev_data, self._dhc.dev_data
+        be.blob_copy(_flat(top[0].dev_diff), _flat(d_h))
+        dc, dc_prev = self._dc.dev_data, self._dc_prev.dev_data
+        be.fill(dc, 0)
         for t in range(T - 1, -1, -1):
-            be.lstm_unit_backward(self._c[t], gates[t], cont[t], self._c[t + 1], dc, d_h[t],
-                                  dc_prev, d_gates[t])
+            be.lstm_unit_backward(cs[t], gates[t], cont[t], cs[t + 1], dc, d_h[t], dc_prev,
+                                  d_gates[t])
             dc, dc_prev = dc_prev, dc
             if t > 0:
-                be.gemm(d_gates[t], w_hc.data, out=self._dhc)
-                be.cont_scale(self._dhc, cont[t], d_h[t - 1], True)
+                be.gemm(d_gates[t], w_hc_data, out=dhc)
+                be.cont_scale(dhc, cont[t], d_h[t - 1], True)
             if self.debug_info:
                 self._debug("Backward", f"blob gate_input_{t + 1} diff", d_gates[t])
-        H = self.num_output
-        be.gemm(d_gates.reshape(-1, 4 * H), self._hc.reshape(-1, H), out=w_hc.diff,
-                trans_a=True, beta=1.0)
+        be.gemm(d_gates.reshape(T * N, 4 * H), self._hc.dev_data.reshape(T * N, H),
+                out=w_hc.dev_diff, trans_a=True, beta=1.0)
         self._input_backward(propagate_down, bottom, d_gates, self.blobs[0], self.blobs[1])
         self._debug_params("Backward", "diff")
 
@@ -369,32 +387,32 @@ class RNNLayer(_RecurrentLayer):
 
     def _alloc(self, T, N):
         super()._alloc(T, N)
-        dt, H = self.dtype, self.num_output
-        self._h = np.zeros((T, N, H), dt)
-        self._hc = np.zeros((T, N, H), dt)
-        self._d_h = np.zeros((T, N, H), dt)
-        self._d_o = np.zeros((T, N, H), dt)
-        self._dhc = np.zeros((N, H), dt)
-        self._static_term = np.zeros((N, H), dt)
+        H = self.num_output
+        self._h = self._scratch((T, N, H))        # data: h_1 .. h_T; diff: their gradients
+        self._hc = self._scratch((T, N, H))       # cont_t * h_{t-1}
+        self._d_o = self._scratch((T, N, H))
+        self._dhc = self._scratch((N, H))
+        self._static_term = self._scratch((N, H))
 
     def forward(self, bottom, top):
         be = self.backend
         T, N, H = self.T, self.N, self.num_output
         w_hh, w_ho, b_o = self.blobs[-3], self.blobs[-2], self.blobs[-1]
-        hs = self._h
+        hs, hc = self._h.dev_data, self._hc.dev_data
+        w_hh_data = w_hh.dev_data
         self._input_transform(bottom, hs, self.blobs[0], self.blobs[1])
         (h_prev,) = self._initial_states(bottom)
-        cont = bottom[1].data
+        cont = bottom[1].dev_data
         for t in range(T):
-            be.cont_scale(h_prev, cont[t], self._hc[t], False)
-            be.gemm(self._hc[t], w_hh.data, out=hs[t], trans_b=True, beta=1.0)
+            be.cont_scale(h_prev, cont[t], hc[t], False)
+            be.gemm(hc[t], w_hh_data, out=hs[t], trans_b=True, beta=1.0)
             be.tanh_forward(_flat(hs[t]), _flat(hs[t]))
             h_prev = hs[t]
             if self.debug_info:
                 self._debug("Forward", f"blob h_{t + 1} data", hs[t])
-        o2 = top[0].data.reshape(T * N, H)
-        be.gemm(hs.reshape(T * N, H), w_ho.data, out=o2, trans_b=True)
-        be.gemm(self._ones_tn, b_o.data.reshape(1, H), out=o2, beta=1.0)
+        o2 = top[0].dev_data.reshape(T * N, H)
+        be.gemm(hs.reshape(T * N, H), w_ho.dev_data, out=o2, trans_b=True)
+        be.gemm(self._ones_tn.dev_data, b_o.dev_data.reshape(1, H), out=o2, beta=1.0)
         be.tanh_forward(_flat(o2), _flat(o2))
         self._debug("Forward", "blob o data", o2)
         self._keep_final_states([hs[T - 1]], top)
@@ -404,21 +422,23 @@ class RNNLayer(_RecurrentLayer):
         be = self.backend
         T, N, H = self.T, self.N, self.num_output
         w_hh, w_ho, b_o = self.blobs[-3], self.blobs[-2], self.blobs[-1]
-        hs, d_h = self._h, self._d_h
-        d_o = self._d_o.reshape(T * N, H)
-        be.tanh_backward(_flat(top[0].diff), _flat(top[0].data), _flat(d_o))
-        be.gemm(d_o, hs.reshape(T * N, H), out=w_ho.diff, trans_a=True, beta=1.0)
-        be.gemm(self._ones_tn, d_o, out=b_o.diff.reshape(1, H), trans_a=True, beta=1.0)
-        be.gemm(d_o, w_ho.data, out=d_h.reshape(T * N, H))
-        cont = bottom[1].data
+        hs, d_h, dhc = self._h.dev_data, self._h.dev_diff, self._dhc.dev_data
+        w_hh_data = w_hh.dev_data
+        d_o = self._d_o.dev_data.reshape(T * N, H)
+        be.tanh_backward(_flat(top[0].dev_diff), _flat(top[0].dev_data), _flat(d_o))
+        be.gemm(d_o, hs.reshape(T * N, H), out=w_ho.dev_diff, trans_a=True, beta=1.0)
+        be.gemm(self._ones_tn.dev_data, d_o, out=b_o.dev_diff.reshape(1, H), trans_a=True,
+                beta=1.0)
+        be.gemm(d_o, w_ho.dev_data, out=d_h.reshape(T * N, H))
+        cont = bottom[1].dev_data
         for t in range(T - 1, -1, -1):
             be.tanh_backward(_flat(d_h[t]), _flat(hs[t]), _flat(d_h[t]))
             if t > 0:
-                be.gemm(d_h[t], w_hh.data, out=self._dhc)
-                be.cont_scale(self._dhc, cont[t], d_h[t - 1], True)
+                be.gemm(d_h[t], w_hh_data, out=dhc)
+                be.cont_scale(dhc, cont[t], d_h[t - 1], True)
             if self.debug_info:
                 self._debug("Backward", f"blob h_neuron_input_{t + 1} diff", d_h[t])
-        be.gemm(d_h.reshape(T * N, H), self._hc.reshape(T * N, H), out=w_hh.diff,
+        be.gemm(d_h.reshape(T * N, H), self._hc.dev_data.reshape(T * N, H), out=w_hh.dev_diff,
                 trans_a=True, beta=1.0)
         self._input_backward(propagate_down, bottom, d_h, self.blobs[0], self.blobs[1])
         self._debug_params("Backward", "diff")
@@ -446,6 +466,11 @@ class LSTMUnitLayer(Layer):
     def allow_force_backward(self, bottom_index: int) -> bool:
         return bottom_index != 2
 
+    def setup(self, bottom, top):
+        # where a net asks for only one of the c_prev / x diffs, the other goes here
+        self._dc_prev_scratch = Blob((), self.dtype, name=f"{self.name} (internal)")
+        self._dx_scratch = Blob((), self.dtype, name=f"{self.name} (internal)")
+
     def reshape(self, bottom, top):
         c_prev, x, cont = bottom
         n = c_prev.shape[1] if c_prev.num_axes >= 2 else -1
@@ -464,21 +489,25 @@ class LSTMUnitLayer(Layer):
                                    f"got shape {x.shape}")
         top[0].reshape(c_prev.shape)
         top[1].reshape(c_prev.shape)
+        self._dc_prev_scratch.reshape(c_prev.shape)   # reallocates only on a new shape
+        self._dx_scratch.reshape(x.shape)
 
     def forward(self, bottom, top):
-        self.backend.lstm_unit_forward(bottom[0].data[0], bottom[1].data[0], bottom[2].data[0],
-                                       top[0].data[0], top[1].data[0])
+        self.backend.lstm_unit_forward(bottom[0].dev_data[0], bottom[1].dev_data[0],
+                                       bottom[2].dev_data[0], top[0].dev_data[0],
+                                       top[1].dev_data[0])
 
     def backward(self, top, propagate_down, bottom):
+        be = self.backend
         if propagate_down[2]:
-            bottom[2].diff.fill(0)
+            be.fill(bottom[2].dev_diff, 0)
         if not (propagate_down[0] or propagate_down[1]):
             return
-        dc_prev = bottom[0].diff[0] if propagate_down[0] else np.empty_like(bottom[0].data[0])
-        dx = bottom[1].diff[0] if propagate_down[1] else np.empty_like(bottom[1].data[0])
-        self.backend.lstm_unit_backward(bottom[0].data[0], bottom[1].data[0], bottom[2].data[0],
-                                        top[0].data[0], top[0].diff[0], top[1].diff[0], dc_prev,
-                                        dx)
+        dc_prev = (bottom[0] if propagate_down[0] else self._dc_prev_scratch).dev_diff[0]
+        dx = (bottom[1] if propagate_down[1] else self._dx_scratch).dev_diff[0]
+        be.lstm_unit_backward(bottom[0].dev_data[0], bottom[1].dev_data[0],
+                              bottom[2].dev_data[0], top[0].dev_data[0], top[0].dev_diff[0],
+                              top[1].dev_diff[0], dc_prev, dx)
 
 
 __all__ = ["LSTMLayer", "RNNLayer", "LSTMUnitLayer"]

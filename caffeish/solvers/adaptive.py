@@ -30,11 +30,13 @@ class _AdaptiveSolver(Solver):
         return ConfigError(f"{self._where(field)}solver ({self.type}): {message}")
 
     def _flat(self, i):
-        """(diff, history sets..., dtype) for learnable parameter ``i``, all flat views."""
+        """(diff, history sets..., dtype) for learnable parameter ``i``: flat views of the
+        active backend's arrays."""
         p = self.net.learnable_params[i]
         n = len(self.net.learnable_params)
-        diff = p.diff.reshape(-1)
-        hist = [self.history[k * n + i].reshape(-1) for k in range(self.n_history_sets)]
+        diff = p.dev_diff.reshape(p.count)
+        hist = [self.history_blobs[k * n + i].dev_data.reshape(p.count)
+                for k in range(self.n_history_sets)]
         return diff, hist, diff.dtype.type
 
     def _local_rate(self, i, rate):

@@ -12,4 +12,5 @@ class SGDSolver(Solver):
     def compute_update_value(self, i, rate):
         local_rate = rate * self.net.param_specs[i][0]
         p = self.net.learnable_params[i]
-        get_backend().sgd_update(p.diff, self.history[i], self.param.momentum, local_rate)
+        get_backend().sgd_update(p.dev_diff, self.history_blobs[i].dev_data,
+                                 self.param.momentum, local_rate)

@@ -11,6 +11,7 @@ from collections import deque
 import numpy as np
 
 from ..backend import get_backend
+from ..blob import Blob
 from ..config.schema import Msg
 from ..errors import CaffeishError, ConfigError
 from ..log import logger
@@ -104,8 +105,9 @@ class Solver:
         self._init_test_nets(stages, level)
         for w in list(param.weights) + (list(weights) if weights else []):
             self.copy_weights(w)
-        self.history = [np.zeros(p.shape, p.dtype)
-                        for _ in range(self.n_history_sets) for p in self.net.learnable_params]
+        self.history_blobs = [Blob(p.shape, p.dtype, name=f"history{k}[{j}]")
+                              for k in range(self.n_history_sets)
+                              for j, p in enumerate(self.net.learnable_params)]
         self.losses = deque(maxlen=max(1, int(param.average_loss)))
         self.smoothed_loss = 0.0
         self.metrics = []
@@ -218,24 +220,30 @@ class Solver:
         rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
         return rate
 
+    @property
+    def history(self) -> list:
+        """The update history as host arrays (one per learnable parameter and history set, in
+        the .solverstate's order); writing into them changes the solver's state."""
+        return [h.data for h in self.history_blobs]
+
     def clip_gradients(self):
         clip = self.param.clip_gradients
         if clip < 0:
             return
         be = get_backend()
-        sumsq = sum(be.sumsq(p.diff) for p in self.net.learnable_params)
+        params = self.net.learnable_params
+        sumsq = sum(be.sumsq(p.dev_diff) for p in params)
         l2 = math.sqrt(sumsq)
         if l2 > clip:
             scale = clip / l2
             logger.info(f"Gradient clipping: scaling down gradients (L2 norm {l2:g} > {clip:g}) "
                         f"by scale factor {scale:g}")
-            for p in self.net.learnable_params:
-                p.diff[...] *= scale
+            for p in params:
+                be.scal(scale, p.dev_diff)
 
     def normalize(self, i):
         if self.param.iter_size > 1:
-            p = self.net.learnable_params[i]
-            p.diff[...] *= 1.0 / self.param.iter_size
+            get_backend().scal(1.0 / self.param.iter_size, self.net.learnable_params[i].dev_diff)
 
     def regularize(self, i):
         p = self.net.learnable_params[i]
@@ -244,9 +252,9 @@ class Solver:
             return
         be = get_backend()
         if self.param.regularization_type == "L2":
-            be.l2_regularize(p.diff, p.data, decay)
+            be.l2_regularize(p.dev_diff, p.dev_data, decay)
         else:
-            be.l1_regularize(p.diff, p.data, decay)
+            be.l1_regularize(p.dev_diff, p.dev_data, decay)
 
     def compute_update_value(self, i, rate):
         raise NotImplementedError
@@ -263,8 +271,9 @@ class Solver:
             self.compute_update_value(i, rate)
         if self.net.debug_info:
             self.net.update_debug_info()
+        be = get_backend()
         for p in self.net.learnable_params:
-            p.data[...] -= p.diff
+            be.axpy(-1.0, p.dev_diff, p.dev_data)  # Caffe's Blob::Update: data -= diff
 
     # --- loop ----------------------------------------------------------------------------------
     def step(self, iters: int):
@@ -446,7 +455,8 @@ class Solver:
         state.set("iter", self.iter)
         state.set("learned_net", model_path)
         state.set("current_step", self.current_step)
-        state.set("history", [array_to_blob(h.astype(np.float32)) for h in self.history])
+        state.set("history", [array_to_blob(h.data_readonly().astype(np.float32))
+                              for h in self.history_blobs])
         extra = {"format": 1, "train": self.net.get_state(),
                  "test": [n.get_state() for n in self.test_nets],
                  "global_rng": _np_global_state(), "losses": list(self.losses)}
@@ -476,16 +486,16 @@ class Solver:
                                         f"not found (also looked for {alt})")
             self.net.copy_from(model, log=False)
         hist = list(st.history)
-        if len(hist) != len(self.history):
+        if len(hist) != len(self.history_blobs):
             raise CaffeishError(f"{state_path}: holds {len(hist)} history blobs but this "
-                                f"{self.type} solver's net needs {len(self.history)}; was it "
-                                f"written for another net or solver type?")
-        for j, (h, bp) in enumerate(zip(self.history, hist)):
+                                f"{self.type} solver's net needs {len(self.history_blobs)}; was "
+                                f"it written for another net or solver type?")
+        for j, (h, bp) in enumerate(zip(self.history_blobs, hist)):
             arr = blob_to_array(bp)
-            if arr.size != h.size:
+            if arr.size != h.count:
                 raise CaffeishError(f"{state_path}: history blob {j} has {arr.size} values, the "
-                                    f"net's parameter has {h.size}")
-            h[...] = arr.reshape(h.shape)
+                                    f"net's parameter has {h.count}")
+            h.data[...] = arr.reshape(h.shape)
         if st.has("caffeish_state"):
             extra = json.loads(bytes(st.caffeish_state).decode())
             self.net.set_state(_from_json(extra.get("train", {})))

@@ -24,6 +24,30 @@ def lstm_tanh_scalar(x):
     return 2 * lstm_sigmoid_scalar(2 * x) - 1
 
 
+@njit(cache=True)
+def lstm_cell_fwd_scalar(c_prev, xi, xf, xo, xg, cn):
+    """(c, h) of one cell from c_prev, the gate pre-activations xi, xf, xo, xg and cont cn"""
+    i = lstm_sigmoid_scalar(xi)
+    f = 0.0 if cn == 0 else cn * lstm_sigmoid_scalar(xf)
+    o = lstm_sigmoid_scalar(xo)
+    g = lstm_tanh_scalar(xg)
+    cv = f * c_prev + i * g
+    return cv, o * lstm_tanh_scalar(cv)
+
+
+@njit(cache=True)
+def lstm_cell_bwd_scalar(c_prev, xi, xf, xo, xg, cn, c, dc, dh):
+    """(dc_prev, di, df, do, dg) of one cell from its inputs, its c and the diffs dc, dh"""
+    i = lstm_sigmoid_scalar(xi)
+    f = 0.0 if cn == 0 else cn * lstm_sigmoid_scalar(xf)
+    o = lstm_sigmoid_scalar(xo)
+    g = lstm_tanh_scalar(xg)
+    tanh_c = lstm_tanh_scalar(c)
+    c_term = dc + dh * o * (1 - tanh_c * tanh_c)
+    return (c_term * f, c_term * g * i * (1 - i), c_term * c_prev * f * (1 - f),
+            dh * tanh_c * o * (1 - o), c_term * i * (1 - g * g))
+
+
 @njit(parallel=True, cache=True, error_model="numpy")
 def lstm_unit_forward(c_prev, x, cont, c, h):
     """c = f*c_prev + i*g, h = o*tanh(c) with i,f,o = sigmoid, g = tanh of x[n] = [i|f|o|g] pre-activations, f := 0 where cont[n] == 0 else cont[n]*f; c_prev, c, h (N, D), x (N, 4D), cont (N,)."""
@@ -31,13 +55,10 @@ def lstm_unit_forward(c_prev, x, cont, c, h):
     for n in prange(num):
         cn = cont[n]
         for d in range(dim):
-            i = lstm_sigmoid_scalar(x[n, d])
-            f = 0.0 if cn == 0 else cn * lstm_sigmoid_scalar(x[n, dim + d])
-            o = lstm_sigmoid_scalar(x[n, 2 * dim + d])
-            g = lstm_tanh_scalar(x[n, 3 * dim + d])
-            cv = f * c_prev[n, d] + i * g
+            cv, hv = lstm_cell_fwd_scalar(c_prev[n, d], x[n, d], x[n, dim + d],
+                                          x[n, 2 * dim + d], x[n, 3 * dim + d], cn)
             c[n, d] = cv
-            h[n, d] = o * lstm_tanh_scalar(cv)
+            h[n, d] = hv
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
@@ -47,17 +68,14 @@ def lstm_unit_backward(c_prev, x, cont, c, dc, dh, dc_prev, dx):
     for n in prange(num):
         cn = cont[n]
         for d in range(dim):
-            i = lstm_sigmoid_scalar(x[n, d])
-            f = 0.0 if cn == 0 else cn * lstm_sigmoid_scalar(x[n, dim + d])
-            o = lstm_sigmoid_scalar(x[n, 2 * dim + d])
-            g = lstm_tanh_scalar(x[n, 3 * dim + d])
-            tanh_c = lstm_tanh_scalar(c[n, d])
-            c_term = dc[n, d] + dh[n, d] * o * (1 - tanh_c * tanh_c)
-            dc_prev[n, d] = c_term * f
-            dx[n, d] = c_term * g * i * (1 - i)
-            dx[n, dim + d] = c_term * c_prev[n, d] * f * (1 - f)
-            dx[n, 2 * dim + d] = dh[n, d] * tanh_c * o * (1 - o)
-            dx[n, 3 * dim + d] = c_term * i * (1 - g * g)
+            dcp, di, df, do, dg = lstm_cell_bwd_scalar(
+                c_prev[n, d], x[n, d], x[n, dim + d], x[n, 2 * dim + d], x[n, 3 * dim + d], cn,
+                c[n, d], dc[n, d], dh[n, d])
+            dc_prev[n, d] = dcp
+            dx[n, d] = di
+            dx[n, dim + d] = df
+            dx[n, 2 * dim + d] = do
+            dx[n, 3 * dim + d] = dg
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
