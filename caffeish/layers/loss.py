@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
+from ..blob import Blob
 from ..config.schema import enum_symbol as _enum_name
 from ..errors import ConfigError, DataError, FormatError, ShapeError
 from .base import Layer, register_layer
@@ -21,6 +20,24 @@ from .base import Layer, register_layer
 
 def _scalar(a) -> float:
     return float(a.reshape(-1)[0])
+
+
+def _scratch(blob, shape, dtype):
+    """A Blob of ``shape`` for a layer's intermediate results (kept when the shape is unchanged);
+    kernels use its dev_data, so it lives where the active backend computes."""
+    if blob is None or blob.dtype != dtype:
+        return Blob(shape, dtype)
+    return blob.reshape(shape)
+
+
+def _first_bad_label(layer, label_blob, n_classes, has_ignore=False, ignore_label=0):
+    """(flat index, value) of the first invalid label, or None; checked by a backend op, the value
+    read on the host only when there is one."""
+    k = layer.backend.first_bad_label(label_blob.dev_data.reshape(-1), int(n_classes),
+                                      bool(has_ignore), int(ignore_label))
+    if k < 0:
+        return None
+    return k, float(label_blob.data_readonly().reshape(-1)[k])
 
 
 class _AxisMixin:
@@ -44,16 +61,11 @@ class _AxisMixin:
                 f"and the scores are (N, C, H, W), the labels must be N*H*W integers in "
                 f"{{0, ..., C-1}}")
 
-    def _validate_label_values(self, labels, channels, has_ignore, ignore_label):
+    def _validate_label_values(self, label_blob, channels, has_ignore, ignore_label):
         """Raise DataError for a label outside [0, C) that is not the ignore_label."""
-        with np.errstate(invalid="ignore"):
-            lab = labels.astype(np.int64)
-        bad = (lab < 0) | (lab >= channels) | ~np.isfinite(labels)
-        if has_ignore:
-            bad &= lab != ignore_label
-        if bad.any():
-            k = int(np.flatnonzero(bad.reshape(-1))[0])
-            value = labels.reshape(-1)[k]
+        bad = _first_bad_label(self, label_blob, channels, has_ignore, ignore_label)
+        if bad is not None:
+            k, value = bad
             extra = f" (ignore_label is {ignore_label})" if has_ignore else ""
             raise DataError(self._msg(
                 f"label value {value:g} at position {k} is outside [0, {channels}) — the scores "
@@ -82,13 +94,13 @@ class SoftmaxLayer(_AxisMixin, Layer):
         return a.reshape(self.outer, self.channels, self.inner)
 
     def forward(self, bottom, top):
-        self.backend.softmax_forward(self._view(bottom[0].data), self._view(top[0].data))
+        self.backend.softmax_forward(self._view(bottom[0].dev_data), self._view(top[0].dev_data))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        self.backend.softmax_backward(self._view(top[0].diff), self._view(top[0].data),
-                                      self._view(bottom[0].diff))
+        self.backend.softmax_backward(self._view(top[0].dev_diff), self._view(top[0].dev_data),
+                                      self._view(bottom[0].dev_diff))
 
 
 class LossLayer(Layer):
@@ -123,7 +135,8 @@ class SoftmaxWithLossLayer(_AxisMixin, LossLayer):
 
     Bottoms: scores (..., C, ...) with C at softmax_param.axis, and labels holding outer*inner
     integer class indices (outer = dims before the axis, inner = dims after). Top 0: the loss,
-    ``-sum(log(max(p[label], FLT_MIN))) / normalizer``; optional top 1: the probabilities.
+    ``-sum(log(max(p[label], FLT_MIN))) / normalizer``; optional top 1: the probabilities
+    (sharing the layer's prob storage, as Caffe's ShareData does).
 
     loss_param.ignore_label (when set) skips those positions in the loss, the gradient and the
     VALID count. loss_param.normalization: FULL = outer*inner, VALID (default) = non-ignored
@@ -158,9 +171,7 @@ class SoftmaxWithLossLayer(_AxisMixin, LossLayer):
         self.axis, self.outer, self.channels, self.inner = self._split(
             bottom[0], sp.axis, sp, "axis")
         self._check_labels(bottom[1], self.outer, self.inner)
-        if self.prob is None or self.prob.shape != bottom[0].shape or \
-                self.prob.dtype != self.dtype:
-            self.prob = np.zeros(bottom[0].shape, self.dtype)
+        self.prob = _scratch(self.prob, bottom[0].shape, self.dtype)
         if len(top) >= 2:
             top[1].reshape(bottom[0].shape)
 
@@ -181,24 +192,25 @@ class SoftmaxWithLossLayer(_AxisMixin, LossLayer):
 
     def forward(self, bottom, top):
         be = self.backend
-        labels = bottom[1].data.reshape(self.outer, self.inner)
-        self._validate_label_values(labels, self.channels, self.has_ignore, self.ignore_label)
-        prob = self._view(self.prob)
-        be.softmax_forward(self._view(bottom[0].data), prob)
+        self._validate_label_values(bottom[1], self.channels, self.has_ignore, self.ignore_label)
+        labels = bottom[1].dev_data.reshape(self.outer, self.inner)
+        prob = self._view(self.prob.dev_data)
+        be.softmax_forward(self._view(bottom[0].dev_data), prob)
         loss, count = be.softmax_loss_forward(prob, labels, self.ignore_label, self.has_ignore)
         self.valid_count = int(count)
         top[0].data[...] = loss / self.get_normalizer(self.valid_count)
-        if len(top) >= 2:
-            be.blob_copy(self.prob.reshape(-1), top[1].data.reshape(-1))
+        if len(top) >= 2 and not top[1].shares_data_with(self.prob):
+            top[1].share_data(self.prob)  # as Caffe: the prob top is prob_'s storage
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        labels = bottom[1].data.reshape(self.outer, self.inner)
+        labels = bottom[1].dev_data.reshape(self.outer, self.inner)
         scale = _scalar(top[0].diff) / self.get_normalizer(self.valid_count)
-        self.backend.softmax_loss_backward(self._view(self.prob), labels, self.ignore_label,
-                                           self.has_ignore, self.dtype.type(scale),
-                                           self._view(bottom[0].diff))
+        self.backend.softmax_loss_backward(self._view(self.prob.dev_data), labels,
+                                           self.ignore_label, self.has_ignore,
+                                           self.dtype.type(scale),
+                                           self._view(bottom[0].dev_diff))
 
 
 @register_layer("EuclideanLoss")
@@ -220,13 +232,12 @@ class EuclideanLossLayer(LossLayer):
                 f"inputs must have the same dimension: {bottom[0].shape} has "
                 f"{bottom[0].count_range(1)} values per example, {bottom[1].shape} has "
                 f"{bottom[1].count_range(1)}")
-        diff = getattr(self, "diff", None)
-        if diff is None or diff.size != bottom[0].count or diff.dtype != self.dtype:
-            self.diff = np.zeros(bottom[0].count, self.dtype)
+        self.diff = _scratch(getattr(self, "diff", None), (bottom[0].count,), self.dtype)
 
     def forward(self, bottom, top):
-        ss = self.backend.euclidean_loss_forward(bottom[0].data.reshape(-1),
-                                                 bottom[1].data.reshape(-1), self.diff)
+        ss = self.backend.euclidean_loss_forward(bottom[0].dev_data.reshape(-1),
+                                                 bottom[1].dev_data.reshape(-1),
+                                                 self.diff.dev_data)
         top[0].data[...] = ss / bottom[0].shape[0] / 2.0
 
     def backward(self, top, propagate_down, bottom):
@@ -234,7 +245,8 @@ class EuclideanLossLayer(LossLayer):
         for i, sign in ((0, 1.0), (1, -1.0)):
             if propagate_down[i]:
                 alpha = self.dtype.type(sign * w / bottom[i].shape[0])
-                self.backend.euclidean_loss_backward(self.diff, alpha, bottom[i].diff.reshape(-1))
+                self.backend.euclidean_loss_backward(self.diff.dev_data, alpha,
+                                                     bottom[i].dev_diff.reshape(-1))
 
 
 @register_layer("Accuracy")
@@ -274,15 +286,15 @@ class AccuracyLayer(_AxisMixin, Layer):
         top[0].reshape(())
         if len(top) >= 2:
             top[1].reshape((self.channels,))
-        elif getattr(self, "_per_class", None) is None or \
-                self._per_class.shape[0] != self.channels:
-            self._per_class = np.zeros(self.channels, self.dtype)
+        else:
+            self._per_class = _scratch(getattr(self, "_per_class", None), (self.channels,),
+                                       self.dtype)
 
     def forward(self, bottom, top):
-        labels = bottom[1].data.reshape(self.outer, self.inner)
-        self._validate_label_values(labels, self.channels, self.has_ignore, self.ignore_label)
-        scores = bottom[0].data.reshape(self.outer, self.channels, self.inner)
-        per_class = top[1].data if len(top) >= 2 else self._per_class
+        self._validate_label_values(bottom[1], self.channels, self.has_ignore, self.ignore_label)
+        labels = bottom[1].dev_data.reshape(self.outer, self.inner)
+        scores = bottom[0].dev_data.reshape(self.outer, self.channels, self.inner)
+        per_class = (top[1] if len(top) >= 2 else self._per_class).dev_data
         hits, count = self.backend.accuracy_forward(scores, labels, self.top_k, self.ignore_label,
                                                     self.has_ignore, per_class)
         top[0].data[...] = hits / count if count else 0.0
@@ -291,7 +303,7 @@ class AccuracyLayer(_AxisMixin, Layer):
         """Accuracy is piecewise constant: any gradient asked for is zero."""
         for i, pd in enumerate(propagate_down):
             if pd:
-                bottom[i].diff[...] = 0
+                self.backend.fill(bottom[i].dev_diff, 0)
 
 
 # --- helpers shared by the losses below -----------------------------------------------------------
@@ -337,15 +349,12 @@ def _refuse_gradient(layer, propagate_down, indices, what="label"):
                 f"propagate_down: false for it")
 
 
-def _check_class_labels(layer, labels, n_classes, what):
+def _check_class_labels(layer, label_blob, n_classes, what):
     """DataError for a label that is not an integer class index in [0, n_classes)."""
-    flat = labels.reshape(-1)
-    with np.errstate(invalid="ignore"):
-        lab = flat.astype(np.int64)
-    bad = (lab < 0) | (lab >= n_classes) | ~np.isfinite(flat)
-    if bad.any():
-        k = int(np.flatnonzero(bad)[0])
-        raise DataError(layer._msg(f"label value {flat[k]:g} at position {k} is outside "
+    bad = _first_bad_label(layer, label_blob, n_classes)
+    if bad is not None:
+        k, value = bad
+        raise DataError(layer._msg(f"label value {value:g} at position {k} is outside "
                                    f"[0, {n_classes}) — {what}"))
 
 
@@ -369,7 +378,7 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
     def setup(self, bottom, top):
         self.has_ignore, self.ignore_label = _ignore_label(self)
         self.normalization = _normalization(self, "BATCH_SIZE")
-        self.sig = np.zeros(0, self.dtype)
+        self.sig = None
         self.normalizer = 1.0
 
     def reshape(self, bottom, top):
@@ -380,13 +389,12 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
                                    f"({bottom[1].count})")
         self.outer = int(bottom[0].shape[0])
         self.inner = bottom[0].count_range(1)
-        if self.sig.size != bottom[0].count:
-            self.sig = np.zeros(bottom[0].count, self.dtype)
+        self.sig = _scratch(self.sig, (bottom[0].count,), self.dtype)
 
     def forward(self, bottom, top):
         loss, count = self.backend.sigmoid_cross_entropy_loss_forward(
-            bottom[0].data.reshape(-1), bottom[1].data.reshape(-1), self.ignore_label,
-            self.has_ignore, self.sig)
+            bottom[0].dev_data.reshape(-1), bottom[1].dev_data.reshape(-1), self.ignore_label,
+            self.has_ignore, self.sig.dev_data)
         self.normalizer = _normalizer(self.normalization, self.outer, self.inner, int(count))
         top[0].data[...] = loss / self.normalizer
 
@@ -396,8 +404,8 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
             return
         scale = self.dtype.type(_scalar(top[0].diff) / self.normalizer)
         self.backend.sigmoid_cross_entropy_loss_backward(
-            self.sig, bottom[1].data.reshape(-1), self.ignore_label, self.has_ignore, scale,
-            bottom[0].diff.reshape(-1))
+            self.sig.dev_data, bottom[1].dev_data.reshape(-1), self.ignore_label,
+            self.has_ignore, scale, bottom[0].dev_diff.reshape(-1))
 
 
 @register_layer("HingeLoss")
@@ -417,7 +425,7 @@ class HingeLossLayer(LossLayer):
         self.norm = _enum_name(self.param.norm, "HingeLossParameter.Norm")
         if self.norm not in ("L1", "L2"):
             raise self.config_error(f"unknown norm {self.norm!r} (L1 or L2)", "norm")
-        self.margins = np.zeros((0, 0), self.dtype)
+        self.margins = None
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
@@ -427,15 +435,14 @@ class HingeLossLayer(LossLayer):
             raise self.shape_error(f"needs one label per example: scores {bottom[0].shape} give "
                                    f"{self.num} examples, labels {bottom[1].shape} hold "
                                    f"{bottom[1].count}")
-        if self.margins.shape != (self.num, self.dim):
-            self.margins = np.zeros((self.num, self.dim), self.dtype)
+        self.margins = _scratch(self.margins, (self.num, self.dim), self.dtype)
 
     def forward(self, bottom, top):
-        labels = bottom[1].data.reshape(-1)
-        _check_class_labels(self, labels, self.dim,
+        _check_class_labels(self, bottom[1], self.dim,
                             f"each example has {self.dim} scores (the count per example)")
-        total = self.backend.hinge_loss_forward(bottom[0].data.reshape(self.num, self.dim),
-                                                labels, self.norm == "L2", self.margins)
+        total = self.backend.hinge_loss_forward(bottom[0].dev_data.reshape(self.num, self.dim),
+                                                bottom[1].dev_data.reshape(-1),
+                                                self.norm == "L2", self.margins.dev_data)
         top[0].data[...] = total / self.num
 
     def backward(self, top, propagate_down, bottom):
@@ -443,9 +450,9 @@ class HingeLossLayer(LossLayer):
         if not propagate_down[0]:
             return
         scale = self.dtype.type(_scalar(top[0].diff) / self.num)
-        self.backend.hinge_loss_backward(self.margins, bottom[1].data.reshape(-1),
+        self.backend.hinge_loss_backward(self.margins.dev_data, bottom[1].dev_data.reshape(-1),
                                          self.norm == "L2", scale,
-                                         bottom[0].diff.reshape(self.num, self.dim))
+                                         bottom[0].dev_diff.reshape(self.num, self.dim))
 
 
 @register_layer("ContrastiveLoss")
@@ -483,15 +490,14 @@ class ContrastiveLossLayer(LossLayer):
         if y.num_axes == 0 or y.shape[0] != self.num or y.count != self.num:
             raise self.shape_error(f"needs one similarity label per pair: {self.num} pairs, "
                                    f"labels {y.shape}")
-        if getattr(self, "diff", None) is None or self.diff.shape != (self.num, self.chans):
-            self.diff = np.zeros((self.num, self.chans), self.dtype)
-            self.dist_sq = np.zeros(self.num, self.dtype)
+        self.diff = _scratch(getattr(self, "diff", None), (self.num, self.chans), self.dtype)
+        self.dist_sq = _scratch(getattr(self, "dist_sq", None), (self.num,), self.dtype)
 
     def forward(self, bottom, top):
         total = self.backend.contrastive_loss_forward(
-            bottom[0].data.reshape(self.num, self.chans),
-            bottom[1].data.reshape(self.num, self.chans), bottom[2].data.reshape(-1),
-            self.margin, self.legacy, self.diff, self.dist_sq)
+            bottom[0].dev_data.reshape(self.num, self.chans),
+            bottom[1].dev_data.reshape(self.num, self.chans), bottom[2].dev_data.reshape(-1),
+            self.margin, self.legacy, self.diff.dev_data, self.dist_sq.dev_data)
         top[0].data[...] = total / self.num / 2.0
 
     def backward(self, top, propagate_down, bottom):
@@ -501,8 +507,9 @@ class ContrastiveLossLayer(LossLayer):
             if propagate_down[i]:
                 alpha = self.dtype.type(sign * w / self.num)
                 self.backend.contrastive_loss_backward(
-                    self.diff, self.dist_sq, bottom[2].data.reshape(-1), self.margin,
-                    self.legacy, alpha, bottom[i].diff.reshape(self.num, self.chans))
+                    self.diff.dev_data, self.dist_sq.dev_data, bottom[2].dev_data.reshape(-1),
+                    self.margin, self.legacy, alpha,
+                    bottom[i].dev_diff.reshape(self.num, self.chans))
 
 
 @register_layer("InfogainLoss")
@@ -514,8 +521,9 @@ class InfogainLossLayer(_AxisMixin, LossLayer):
     infogain_loss_param.source (a .binaryproto, looked up in the current directory, then beside
     the net file). As in current Caffe, x are raw scores: p = softmax(x) along the axis.
     Top 0: ``-sum over positions of sum_c H[label, c] log(max(p_c, 1e-20)) / normalizer``;
-    optional top 1: p. loss_param.ignore_label skips positions; normalization (default VALID)
-    as in SoftmaxWithLoss; the legacy ``normalize`` field is an error here, as in Caffe.
+    optional top 1: p (sharing the layer's prob storage). loss_param.ignore_label skips
+    positions; normalization (default VALID) as in SoftmaxWithLoss; the legacy ``normalize``
+    field is an error here, as in Caffe.
     Backward reaches x only: dx_c = w (p_c sum_l H[label, l] - H[label, c]) / normalizer.
     """
 
@@ -557,24 +565,25 @@ class InfogainLossLayer(_AxisMixin, LossLayer):
             raise DataError(self._msg(f"infogain matrix {self.param.source!r} not found; tried "
                                       + ", ".join(str(t) for t in tried), "source"))
         try:
-            return read_binaryproto(found).astype(self.dtype)
+            h = read_binaryproto(found)
         except FormatError as e:
             raise FormatError(self._msg(f"infogain matrix: {e}", "source")) from None
+        blob = Blob(h.shape, self.dtype, name="infogain")
+        blob.data[...] = h
+        return blob
 
     def reshape(self, bottom, top):
         super().reshape(bottom, top)
         self.axis, self.outer, self.channels, self.inner = self._split(
             bottom[0], self.param.axis, self.param, "axis")
         self._check_labels(bottom[1], self.outer, self.inner, what="infogain axis")
-        h = bottom[2].data if len(bottom) >= 3 else self.infogain
+        h = bottom[2] if len(bottom) >= 3 else self.infogain
         c = self.channels
-        if h.size != c * c:
+        if h.count != c * c:
             origin = "bottom[2]" if len(bottom) >= 3 else repr(self.param.source)
             raise self.shape_error(f"the infogain matrix ({origin}, shape {h.shape}) must hold "
                                    f"{c} x {c} = {c * c} values for {c} classes")
-        if self.prob is None or self.prob.shape != bottom[0].shape or \
-                self.prob.dtype != self.dtype:
-            self.prob = np.zeros(bottom[0].shape, self.dtype)
+        self.prob = _scratch(self.prob, bottom[0].shape, self.dtype)
         if len(top) >= 2:
             top[1].reshape(bottom[0].shape)
 
@@ -582,22 +591,22 @@ class InfogainLossLayer(_AxisMixin, LossLayer):
         return a.reshape(self.outer, self.channels, self.inner)
 
     def _matrix(self, bottom):
-        h = bottom[2].data if len(bottom) >= 3 else self.infogain
-        return h.reshape(self.channels, self.channels)
+        h = bottom[2] if len(bottom) >= 3 else self.infogain
+        return h.dev_data.reshape(self.channels, self.channels)
 
     def forward(self, bottom, top):
         be = self.backend
-        labels = bottom[1].data.reshape(self.outer, self.inner)
-        self._validate_label_values(labels, self.channels, self.has_ignore, self.ignore_label)
-        prob = self._view(self.prob)
-        be.softmax_forward(self._view(bottom[0].data), prob)
+        self._validate_label_values(bottom[1], self.channels, self.has_ignore, self.ignore_label)
+        labels = bottom[1].dev_data.reshape(self.outer, self.inner)
+        prob = self._view(self.prob.dev_data)
+        be.softmax_forward(self._view(bottom[0].dev_data), prob)
         loss, count = be.infogain_loss_forward(prob, labels, self._matrix(bottom),
                                                self.ignore_label, self.has_ignore)
         self.valid_count = int(count)
         top[0].data[...] = loss / _normalizer(self.normalization, self.outer, self.inner,
                                               self.valid_count)
-        if len(top) >= 2:
-            be.blob_copy(self.prob.reshape(-1), top[1].data.reshape(-1))
+        if len(top) >= 2 and not top[1].shares_data_with(self.prob):
+            top[1].share_data(self.prob)  # as Caffe: the prob top is prob_'s storage
 
     def backward(self, top, propagate_down, bottom):
         _refuse_gradient(self, propagate_down, (1,))
@@ -607,9 +616,9 @@ class InfogainLossLayer(_AxisMixin, LossLayer):
         scale = _scalar(top[0].diff) / _normalizer(self.normalization, self.outer, self.inner,
                                                    self.valid_count)
         self.backend.infogain_loss_backward(
-            self._view(self.prob), bottom[1].data.reshape(self.outer, self.inner),
+            self._view(self.prob.dev_data), bottom[1].dev_data.reshape(self.outer, self.inner),
             self._matrix(bottom), self.ignore_label, self.has_ignore, self.dtype.type(scale),
-            self._view(bottom[0].diff))
+            self._view(bottom[0].dev_diff))
 
 
 @register_layer("MultinomialLogisticLoss")
@@ -633,11 +642,10 @@ class MultinomialLogisticLossLayer(LossLayer):
                                    f"{bottom[1].shape} hold {bottom[1].count}")
 
     def forward(self, bottom, top):
-        labels = bottom[1].data.reshape(-1)
-        _check_class_labels(self, labels, self.dim,
+        _check_class_labels(self, bottom[1], self.dim,
                             f"each example has {self.dim} probabilities (the count per example)")
         loss = self.backend.multinomial_logistic_loss_forward(
-            bottom[0].data.reshape(self.num, self.dim), labels)
+            bottom[0].dev_data.reshape(self.num, self.dim), bottom[1].dev_data.reshape(-1))
         top[0].data[...] = loss / self.num
 
     def backward(self, top, propagate_down, bottom):
@@ -646,5 +654,5 @@ class MultinomialLogisticLossLayer(LossLayer):
             return
         scale = self.dtype.type(-_scalar(top[0].diff) / self.num)
         self.backend.multinomial_logistic_loss_backward(
-            bottom[0].data.reshape(self.num, self.dim), bottom[1].data.reshape(-1), scale,
-            bottom[0].diff.reshape(self.num, self.dim))
+            bottom[0].dev_data.reshape(self.num, self.dim), bottom[1].dev_data.reshape(-1), scale,
+            bottom[0].dev_diff.reshape(self.num, self.dim))

@@ -50,6 +50,7 @@ if SIMULATED:
                     arr = self._allocations[key] = np.empty(shape, dtype)
             return arr
 
+        array._thread_safe = True
         kernelapi.FakeCUDAShared.array = array
 
     _patch_simulator_shared_arrays()
