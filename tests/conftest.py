@@ -33,10 +33,22 @@ def write_yaml(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _cpu_mode():
+def _cpu_mode_and_plain_logging():
+    """Each test starts in CPU mode, with caffeish's logger propagating to the root (caplog)
+    however an earlier test's `caffeish train` set it up."""
+    import logging
+
     import caffeish
+    from caffeish.log import logger
     caffeish.set_mode_cpu()
     yield
+    caffeish.set_mode_cpu()
+    for h in list(logger.handlers):
+        if getattr(h, "_caffeish", False):
+            logger.removeHandler(h)
+            h.close()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
 
 
 os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
