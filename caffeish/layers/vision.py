@@ -211,67 +211,35 @@ class ConvolutionLayer(_ConvGeometry):
         (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.k_hw, self.s_hw, self.p_hw, self.d_hw
         return kh, kw, sh, sw, ph, pw, dh, dw, self.out_hw[0], self.out_hw[1]
 
-    def _group_views(self, m):
-        """Columns (K, m), results (O, m) and their per-group views (G, K/G, m), (G, O/G, m)."""
-        g = self.group
-        krows = self.channels * self.k_hw[0] * self.k_hw[1]
-        col = self._col.dev_data[:krows * m].reshape(krows, m)
-        res = self._res.dev_data[:self.num_output * m].reshape(self.num_output, m)
-        return col, res, col.reshape(g, krows // g, m), res.reshape(g, self.num_output // g, m)
-
     def _weights(self, arr):
         g = self.group
         if g == 1:
             return arr.reshape(self.num_output, -1)
         return arr.reshape(g, self.num_output // g, -1)
 
-    def _g(self, full, grouped):
-        return full if self.group == 1 else grouped
-
     def forward(self, bottom, top):
         be = self.backend
         geom = self._geom()
-        ohw = self.out_hw[0] * self.out_hw[1]
         w = self._weights(self.blobs[0].dev_data)
         bias = (self.blobs[1] if self.bias_term else self._nobias).dev_data
+        col, res = self._col.dev_data, self._res.dev_data
         for b, t in zip(bottom, top):
-            x = self._views(b.dev_data)
-            y = t.dev_data.reshape(self.num, self.num_output, ohw)
-            for n0 in range(0, self.num, self.chunk):
-                n1 = min(self.num, n0 + self.chunk)
-                m = (n1 - n0) * ohw
-                col, res, colg, resg = self._group_views(m)
-                be.im2col_batch(x[n0:n1], *geom, col)
-                be.gemm(w, self._g(col, colg), out=self._g(res, resg))
-                be.cnp_to_ncp(res, bias, self.bias_term, y[n0:n1])
-        self._col_valid = len(bottom) == 1 and self.chunk >= self.num
+            kept = be.conv_forward(self._views(b.dev_data), w, bias, self.bias_term, geom, col,
+                                   res, t.dev_data)
+        self._col_valid = len(bottom) == 1 and bool(kept)
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
         geom = self._geom()
-        ohw = self.out_hw[0] * self.out_hw[1]
         w = self._weights(self.blobs[0].dev_data)
         wdiff = self._weights(self.blobs[0].dev_diff)
         bdiff = self.blobs[1].dev_diff if self.bias_term else None
+        col, res = self._col.dev_data, self._res.dev_data
         for i, (b, t) in enumerate(zip(bottom, top)):
-            x = self._views(b.dev_data)
-            dy = t.dev_diff.reshape(self.num, self.num_output, ohw)
             dx = self._views(b.dev_diff) if propagate_down[i] else None
-            for n0 in range(0, self.num, self.chunk):
-                n1 = min(self.num, n0 + self.chunk)
-                m = (n1 - n0) * ohw
-                col, res, colg, resg = self._group_views(m)
-                be.ncp_to_cnp(dy[n0:n1], res)
-                if bdiff is not None:
-                    be.channel_sum_ncp(dy[n0:n1], bdiff)
-                if not self._col_valid:
-                    be.im2col_batch(x[n0:n1], *geom, col)
-                be.conv_weight_grad(self._g(col, colg), self._g(res, resg), wdiff)
-                if dx is not None:
-                    be.gemm(w, self._g(res, resg), out=self._g(col, colg), trans_a=True)
-                    be.col2im_batch(col, *geom, dx[n0:n1])
-                    self._col_valid = False
-        self._col_valid = False
+            be.conv_backward(self._views(b.dev_data), w, t.dev_diff, wdiff, bdiff, dx, geom, col,
+                             res, self._col_valid)
+            self._col_valid = False
 
 
 _POOL_ENUM = "PoolingParameter.PoolMethod"

@@ -9,5 +9,6 @@ from .norm_ops import *  # noqa: F401,F403
 from .recurrent_ops import *  # noqa: F401,F403
 from .loss_ops import *  # noqa: F401,F403
 from .data_ops import *  # noqa: F401,F403
+from .conv_ops import *  # noqa: F401,F403
 
 name = "cpu"

@@ -1,31 +1,72 @@
-"""Matrix products (numpy's BLAS)."""
+"""Matrix products on the CPU: numpy's BLAS, single-threaded, with big products split across
+caffeish's worker pool (see threads.py)."""
 import numpy as np
+
+from .threads import run_blocks, single_threaded_blas, workers
 
 __all__ = ["gemm", "gemv", "axpy", "asum", "dot", "scal"]
 
+# below this many multiply-adds a product runs on the calling thread (pool overhead ~20 us)
+_PARALLEL_MACS = 1 << 19
 
-def gemm(a, b, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
-    """out = alpha * op(a) @ op(b) + beta * out; op transposes the last two axes when asked."""
-    if trans_a:
-        a = np.swapaxes(a, -1, -2)
-    if trans_b:
-        b = np.swapaxes(b, -1, -2)
-    if out is None:
-        r = np.matmul(a, b)
-        if alpha != 1.0:
-            r *= alpha
-        return r
+
+def _product(a, b, out, alpha, beta):
+    """out = alpha * a @ b + beta * out on the calling thread (a, b, out 2-D or 3-D views)."""
     if beta == 0.0:
         np.matmul(a, b, out=out)
         if alpha != 1.0:
             out *= alpha
-        return out
+        return
     r = np.matmul(a, b)
     if beta != 1.0:
         out *= beta
     if alpha != 1.0:
         r *= alpha
     out += r
+
+
+def gemm(a, b, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
+    """out = alpha * op(a) @ op(b) + beta * out; op transposes the last two axes when asked.
+    2-D, or batched 3-D with a 2-D operand broadcast. Returns out (allocated when None)."""
+    single_threaded_blas()
+    if trans_a:
+        a = np.swapaxes(a, -1, -2)
+    if trans_b:
+        b = np.swapaxes(b, -1, -2)
+    if out is None:
+        shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+        out = np.empty(shape, np.result_type(a, b))
+        beta = 0.0
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    batch = out.size // max(m * n, 1)
+    nw = workers()
+    if nw < 2 or batch * m * n * k < _PARALLEL_MACS:
+        _product(a, b, out, alpha, beta)
+        return out
+    if out.ndim == 3 and batch >= nw:            # split the batch (groups)
+        a3 = a if a.ndim == 3 else None
+        b3 = b if b.ndim == 3 else None
+
+        def part(lo, hi):
+            _product(a3[lo:hi] if a3 is not None else a, b3[lo:hi] if b3 is not None else b,
+                     out[lo:hi], alpha, beta)
+        run_blocks(part, batch, nw)
+        return out
+    if out.ndim == 3:                            # few large groups: one after the other
+        for g in range(batch):
+            gemm(a[g] if a.ndim == 3 else a, b[g] if b.ndim == 3 else b, out=out[g],
+                 alpha=alpha, beta=beta)
+        return out
+    if m >= n:                                   # split the rows of the output
+
+        def rows(lo, hi):
+            _product(a[lo:hi], b, out[lo:hi], alpha, beta)
+        run_blocks(rows, m, nw)
+    else:                                        # split its columns
+
+        def cols(lo, hi):
+            _product(a, b[:, lo:hi], out[:, lo:hi], alpha, beta)
+        run_blocks(cols, n, nw)
     return out
 
 

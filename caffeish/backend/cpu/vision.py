@@ -8,6 +8,8 @@ one convolution group are contiguous.
 import numpy as np
 from numba import njit, prange
 
+from .blas import gemm
+
 __all__ = [
     "im2col_batch", "col2im_batch", "ncp_to_cnp", "cnp_to_ncp", "bias_add_ncp", "channel_sum_ncp",
     "conv_weight_grad", "pool_index_to_mask",
@@ -136,7 +138,7 @@ def conv_weight_grad(col, res, wdiff):
     """wdiff += res @ col^T; col (K, m), res (O, m), wdiff (O, K), or per group (G, K/G, m) etc."""
     # dW^T = col @ dY^T, then dW += its transpose: BLAS runs the long reduction over m (images
     # x output pixels) faster this way round (LeNet conv1: 1.06 -> 0.84 ms)
-    wt = np.matmul(col, np.swapaxes(res, -1, -2))
+    wt = gemm(col, res, trans_b=True)
     wdiff += np.swapaxes(wt, -1, -2)
     return wdiff
 
