@@ -1,6 +1,7 @@
 """Matrix products on the CPU: numpy's BLAS, single-threaded, with big products split across
 caffeish's worker pool (see threads.py)."""
 import numpy as np
+from numba import njit, prange
 
 from .threads import run_blocks, single_threaded_blas, workers
 
@@ -74,12 +75,25 @@ def gemv(a, x, out=None, trans=False, alpha=1.0, beta=0.0):
     return gemm(a, x, out=out, trans_a=trans, alpha=alpha, beta=beta)
 
 
-def axpy(alpha, x, y):
-    """y += alpha * x"""
-    if alpha == 1.0:
-        y += x
+@njit(parallel=True, cache=True)
+def _axpy_kernel(alpha, x, y):
+    if y.size < 32768:  # one thread: starting the pool costs more
+        for i in range(y.size):
+            y[i] = y[i] + alpha * x[i]
     else:
-        y += alpha * x
+        for i in prange(y.size):
+            y[i] = y[i] + alpha * x[i]
+
+
+def axpy(alpha, x, y):
+    """y += alpha * x (one pass, no temporary, in y's dtype)"""
+    if y.size < 256 or not (x.flags.c_contiguous and y.flags.c_contiguous):
+        if alpha == 1.0:
+            y += x
+        else:
+            y += alpha * x
+        return y
+    _axpy_kernel(y.dtype.type(alpha), x.reshape(-1), y.reshape(-1))
     return y
 
 

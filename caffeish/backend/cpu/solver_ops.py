@@ -17,21 +17,63 @@ __all__ = ["sgd_update", "l2_regularize", "l1_regularize", "sumsq", "nesterov_up
            "adagrad_update", "rmsprop_update", "adadelta_update", "adam_update"]
 
 
+# below this many elements a kernel runs on one thread (starting the pool costs more)
+_GRAIN = 32768
+
+
+@njit(cache=True, inline="always")
+def _sgd_one(d, h, i, momentum, local_rate):
+    v = h[i] * momentum
+    v = v + local_rate * d[i]
+    h[i] = v
+    d[i] = v
+
+
+@njit(parallel=True, cache=True)
+def _sgd_kernel(d, h, momentum, local_rate):
+    if d.size < _GRAIN:
+        for i in range(d.size):
+            _sgd_one(d, h, i, momentum, local_rate)
+    else:
+        for i in prange(d.size):
+            _sgd_one(d, h, i, momentum, local_rate)
+
+
+@njit(parallel=True, cache=True)
+def _l2_kernel(d, w, decay):
+    if d.size < _GRAIN:
+        for i in range(d.size):
+            d[i] = d[i] + decay * w[i]
+    else:
+        for i in prange(d.size):
+            d[i] = d[i] + decay * w[i]
+
+
+@njit(parallel=True, cache=True)
+def _l1_kernel(d, w, decay):
+    if d.size < _GRAIN:
+        for i in range(d.size):
+            d[i] = d[i] + decay * np.sign(w[i])
+    else:
+        for i in prange(d.size):
+            d[i] = d[i] + decay * np.sign(w[i])
+
+
 def sgd_update(diff, history, momentum, local_rate):
-    """history = momentum * history + local_rate * diff; diff = history (Caffe's SGD)."""
-    history *= momentum
-    history += local_rate * diff
-    diff[...] = history
+    """history = momentum * history + local_rate * diff; diff = history (Caffe's SGD). One pass,
+    in the arrays' dtype, rounding each product and sum as numpy's three passes did."""
+    t = diff.dtype.type
+    _sgd_kernel(diff.reshape(-1), history.reshape(-1), t(momentum), t(local_rate))
 
 
 def l2_regularize(diff, data, local_decay):
     """diff += local_decay * data"""
-    diff += local_decay * data
+    _l2_kernel(diff.reshape(-1), data.reshape(-1), diff.dtype.type(local_decay))
 
 
 def l1_regularize(diff, data, local_decay):
     """diff += local_decay * sign(data)"""
-    diff += local_decay * np.sign(data)
+    _l1_kernel(diff.reshape(-1), data.reshape(-1), diff.dtype.type(local_decay))
 
 
 def sumsq(x) -> float:
