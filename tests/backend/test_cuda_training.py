@@ -2,8 +2,12 @@
 the device) follows the CPU run's loss curve, and the CLI's --gpu path trains and snapshots.
 
 In CI this runs on numba's CUDA simulator, so the net is LeNet's layer sequence at toy size
-(10x10 images, 4 and 6 channels); on a real GPU the same test also trains the stock LeNet shape.
+(10x10 images, 4 and 6 channels); on a real GPU the stock LeNet (configs/mnist) also trains on
+both backends.
 """
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -12,6 +16,8 @@ import caffeish
 from caffeish import backend
 from caffeish.cli import main
 from tests.tiny_task import make_images, write_lmdb
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.cuda
 
@@ -121,3 +127,27 @@ def test_cli_trains_on_the_gpu_and_snapshots(workdir):
                                    "snap/tiny_iter_8.caffemodel", "--iterations", "2"],
                             catch_exceptions=False)
     assert r2.exit_code == 0 and "accuracy = " in r2.output
+
+
+def test_stock_lenet_on_a_real_gpu_follows_the_cpu(tmp_path, monkeypatch):
+    if backend.cuda_simulated():
+        pytest.skip("the stock LeNet (28x28, 20 and 50 channels) is too slow for numba's CUDA "
+                    "simulator; this test runs where a real GPU is present")
+    rng = np.random.default_rng(3)
+    for name, n in (("train_lmdb", 256), ("test_lmdb", 100)):
+        labels = rng.integers(0, 10, n)
+        imgs = rng.integers(0, 60, (n, 1, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(labels):           # a bright bar whose row encodes the class
+            imgs[i, 0, 2 + 2 * k:4 + 2 * k, 4:24] = 250
+        write_lmdb(tmp_path / "data" / "mnist" / name, imgs, labels)
+    shutil.copy(REPO / "configs" / "mnist" / "lenet_train_test.yaml", tmp_path / "net.yaml")
+    (tmp_path / "solver.yaml").write_text(SOLVER.replace("max_iter: 8", "max_iter: 30")
+                                          .replace("test_iter: 2", "test_iter: 1"))
+    monkeypatch.chdir(tmp_path)
+    cpu_losses, cpu_w, _ = _train("cpu", iters=30)
+    gpu_losses, gpu_w, _ = _train("gpu", iters=30)
+    np.testing.assert_allclose(gpu_losses, cpu_losses, rtol=2e-3, atol=1e-4)
+    assert cpu_losses[-1] < cpu_losses[0]
+    for name in cpu_w:
+        for a, b in zip(gpu_w[name], cpu_w[name]):
+            np.testing.assert_allclose(a, b, rtol=2e-2, atol=1e-4, err_msg=name)
