@@ -38,6 +38,30 @@ def _gpu_option(fn):
                              "GPU 0 (one GPU per process).")(fn)
 
 
+def _threads_option(fn):
+    """--threads N: CPU threads for numba's kernels and caffeish's matrix-product workers."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, threads=None, **kwargs):
+        if threads is not None:
+            set_threads(threads)
+        return fn(*args, **kwargs)
+
+    return click.option("--threads", default=None, type=int, metavar="N",
+                        help="CPU threads to compute with (default: every core numba sees; at "
+                             "most NUMBA_NUM_THREADS).")(wrapper)
+
+
+def set_threads(n: int):
+    import numba
+    limit = numba.config.NUMBA_NUM_THREADS
+    if not 1 <= n <= limit:
+        raise CaffeishError(f"--threads {n}: give 1 to {limit} (the threads numba started with; "
+                            f"set NUMBA_NUM_THREADS before starting caffeish for more)")
+    numba.set_num_threads(n)
+    logger.info(f"Computing with {n} CPU thread(s)")
+
+
 def _state_options(fn):
     fn = click.option("--stage", default="", help="Comma-separated NetState stages.")(fn)
     fn = click.option("--level", default=0, type=int, help="NetState level.")(fn)
@@ -108,6 +132,7 @@ def main():
 @run_dir_option
 @progress_option
 @_handle_errors
+@_threads_option
 def train(solver, weights, snapshot, gpu, stage, level, sigint_effect, sighup_effect, logfile,
           overrides, run_dir, progress):
     """Train or finetune a model (Caffe's `caffe train`); every run keeps a run directory.
@@ -136,6 +161,7 @@ def train(solver, weights, snapshot, gpu, stage, level, sigint_effect, sighup_ef
 @_gpu_option
 @_state_options
 @_handle_errors
+@_threads_option
 def test(model, weights, iterations, gpu, stage, level):
     """Score a trained model on its TEST-phase data (Caffe's `caffe test`).
 
@@ -184,6 +210,7 @@ def test(model, weights, iterations, gpu, stage, level):
 @_gpu_option
 @_state_options
 @_handle_errors
+@_threads_option
 def time_cmd(model, iterations, phase, weights, gpu, stage, level):
     """Time forward and backward passes, per layer (Caffe's `caffe time`).
 

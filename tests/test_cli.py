@@ -177,3 +177,17 @@ def test_missing_lmdb_says_what_to_do(workdir):
 def test_debug_shows_the_traceback(workdir):
     r = CliRunner().invoke(main, ["train", "--solver", "missing.yaml", "--debug"])
     assert r.exit_code != 0 and r.exception is not None
+
+
+def test_threads_option_sets_the_compute_threads(workdir):
+    import numba
+    before = numba.get_num_threads()
+    try:
+        r = run("time", "--model", "net.yaml", "--iterations", "1", "--threads", "1")
+        assert r.exit_code == 0, r.output
+        assert numba.get_num_threads() == 1
+        limit = numba.config.NUMBA_NUM_THREADS
+        bad = run("time", "--model", "net.yaml", "--threads", str(limit + 1))
+        assert bad.exit_code == 2 and f"--threads {limit + 1}: give 1 to {limit}" in bad.output
+    finally:
+        numba.set_num_threads(before)
