@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.cuda
 
 # device plumbing that only means something on the GPU
-CUDA_ONLY = {"SIMULATED", "THREADS", "grid1d", "copy_to_device", "select_device",
+CUDA_ONLY = {"SIMULATED", "SMALL_LAUNCHES", "THREADS", "grid1d", "copy_to_device", "select_device",
              "current_device", "query_device", "is_device_array", "HAVE_CUPY", "gemm_engine"}
 
 

@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .core import SIMULATED, flat, grid1d
+from .core import SIMULATED, SMALL_LAUNCHES, flat, grid1d
 
 __all__ = ["gemm", "gemv", "axpy", "asum", "dot", "scal", "HAVE_CUPY", "gemm_engine"]
 
@@ -21,7 +21,7 @@ except Exception:  # ImportError, or a CuPy that cannot find its CUDA libraries
     _cp = None
     HAVE_CUPY = False
 
-TILE = 4 if SIMULATED else 16
+TILE = 4 if SMALL_LAUNCHES else 16
 
 
 def gemm_engine() -> str:
@@ -117,7 +117,7 @@ def gemm(a, b, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
     if key not in _KERNELS:
         _KERNELS[key] = _make_gemm_kernel(key)
     tiles = math.ceil(n / TILE) * math.ceil(m / TILE) * batch
-    blocks = min(tiles, 1 if SIMULATED else 65535)
+    blocks = min(tiles, 1 if SMALL_LAUNCHES else 65535)
     if m and n:
         _KERNELS[key][blocks, (TILE, TILE)](_as3(a), _as3(b), o3, bool(trans_a), bool(trans_b),
                                             out.dtype.type(alpha), out.dtype.type(beta), m, n, k)
@@ -155,7 +155,7 @@ def scal(alpha, x):
     return x
 
 
-_RED_THREADS = 32 if SIMULATED else 256
+_RED_THREADS = 32 if SMALL_LAUNCHES else 256
 
 
 @cuda.jit

@@ -7,17 +7,22 @@ two small blocks so that simulated threads stay cheap.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 from numba import config, cuda
 
 from ...errors import CaffeishError
 
-__all__ = ["SIMULATED", "THREADS", "grid1d", "to_device", "copy_to_device", "to_host", "empty",
+__all__ = ["SIMULATED", "SMALL_LAUNCHES", "THREADS", "grid1d", "to_device", "copy_to_device", "to_host", "empty",
            "zeros", "view", "flat", "fill", "select_device", "current_device", "query_device",
            "synchronize", "is_device_array"]
 
 SIMULATED = bool(config.ENABLE_CUDASIM)
+# Under the simulator, launches use few small blocks (each simulated thread is a Python thread).
+# CAFFEISH_CUDASIM_GPU_LAUNCHES=1 keeps a real GPU's block sizes and grid caps instead, to check
+# under the simulator the code paths a GPU takes (slower).
+SMALL_LAUNCHES = SIMULATED and os.environ.get("CAFFEISH_CUDASIM_GPU_LAUNCHES", "") in ("", "0")
 if SIMULATED:
     # The simulator runs a block's threads as Python threads that meet at every syncthreads();
     # with the default 5 ms GIL switch interval each barrier costs milliseconds (GEMM 20x slower).
@@ -54,8 +59,8 @@ if SIMULATED:
         kernelapi.FakeCUDAShared.array = array
 
     _patch_simulator_shared_arrays()
-THREADS = 32 if SIMULATED else 256
-_MAX_BLOCKS = 2 if SIMULATED else 8192
+THREADS = 32 if SMALL_LAUNCHES else 256
+_MAX_BLOCKS = 2 if SMALL_LAUNCHES else 8192
 
 
 def grid1d(n: int):

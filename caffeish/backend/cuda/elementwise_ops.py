@@ -13,7 +13,7 @@ import numpy as np
 from numba import cuda
 
 from ..cpu import elementwise as _cpu
-from .core import SIMULATED, THREADS, flat, grid1d
+from .core import SIMULATED, SMALL_LAUNCHES, THREADS, flat, grid1d
 
 __all__ = [
     "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
@@ -229,7 +229,7 @@ def _swish_backward_k(dy, y, sig, beta, dx):
 
 # --- PReLU slope gradient: per-slope block reduction, no atomics ---------------------------------
 _RED_THREADS = THREADS
-_MAX_PARTS = 4 if SIMULATED else 64
+_MAX_PARTS = 4 if SMALL_LAUNCHES else 64
 
 
 @cuda.jit

@@ -16,7 +16,7 @@ import numpy as np
 from numba import cuda
 
 from ..cpu import elementwise as _cpu
-from .core import SIMULATED, flat, grid1d
+from .core import SMALL_LAUNCHES, flat, grid1d
 
 __all__ = [
     "softmax_forward", "softmax_backward", "softmax_loss_forward", "softmax_loss_backward",
@@ -33,14 +33,14 @@ FLT_MIN = _cpu.FLT_MIN
 KLOG_THRESHOLD = _cpu.KLOG_THRESHOLD
 
 # threads per reduction block (a power of two: the shared-memory tree halves it)
-_RED = 32 if SIMULATED else 256
+_RED = 32 if SMALL_LAUNCHES else 256
 # most blocks a reduction launches: bounds the partials copied back to the host
-_MAX_RED_BLOCKS = 2 if SIMULATED else 256
+_MAX_RED_BLOCKS = 2 if SMALL_LAUNCHES else 256
 # softmax switches to one block per column when columns have at least this many channels and
 # there are too few columns to keep the GPU busy one thread each
 BLOCK_COLUMN_MIN_CHANNELS = 64
 BLOCK_COLUMN_MAX_COLUMNS = 16384
-_MAX_BLOCKS = 2 if SIMULATED else 65535
+_MAX_BLOCKS = 2 if SMALL_LAUNCHES else 65535
 
 
 def _device(f):

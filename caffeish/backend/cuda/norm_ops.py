@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .core import SIMULATED, flat, grid1d
+from .core import SMALL_LAUNCHES, flat, grid1d
 
 __all__ = [
     "bn_batch_stats", "bn_global_stats", "bn_update_running", "bn_normalize",
@@ -25,8 +25,8 @@ __all__ = [
     "embed_backward",
 ]
 
-RED = 32 if SIMULATED else 256                  # threads of a reduction block (a power of two)
-_MAX_GROUP_BLOCKS = 2 if SIMULATED else 65535   # blocks of a per-group launch (block-stride)
+RED = 32 if SMALL_LAUNCHES else 256                  # threads of a reduction block (a power of two)
+_MAX_GROUP_BLOCKS = 2 if SMALL_LAUNCHES else 65535   # blocks of a per-group launch (block-stride)
 
 
 def _group_blocks(groups):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from .core import SIMULATED, THREADS, flat, grid1d
+from .core import SMALL_LAUNCHES, THREADS, flat, grid1d
 
 __all__ = [
     "blob_copy", "eltwise_scale", "eltwise_sum_init", "eltwise_sum_add",
@@ -24,7 +24,7 @@ __all__ = [
     "scatter_add_rows", "gather_sum_rows", "crop_copy_forward", "crop_copy_backward",
 ]
 
-_MAX_ROW_BLOCKS = 2 if SIMULATED else 65535
+_MAX_ROW_BLOCKS = 2 if SMALL_LAUNCHES else 65535
 
 
 def _on_host(a) -> bool:

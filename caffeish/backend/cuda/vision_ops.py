@@ -12,7 +12,7 @@ import numpy as np
 from numba import cuda
 
 from .blas import gemm
-from .core import SIMULATED, flat, grid1d
+from .core import SMALL_LAUNCHES, flat, grid1d
 
 __all__ = [
     "im2col_batch", "col2im_batch", "ncp_to_cnp", "cnp_to_ncp", "bias_add_ncp", "channel_sum_ncp",
@@ -23,8 +23,8 @@ __all__ = [
 ]
 
 _NEG_FLT_MAX = -3.4028234663852886e38   # Caffe's initial max (-FLT_MAX)
-_RED_THREADS = 32 if SIMULATED else 256
-_MAX_RED_BLOCKS = 2 if SIMULATED else 4096
+_RED_THREADS = 32 if SMALL_LAUNCHES else 256
+_MAX_RED_BLOCKS = 2 if SMALL_LAUNCHES else 4096
 
 
 def _shape(a):
