@@ -23,22 +23,30 @@ _blas_done: list = []
 
 
 def workers() -> int:
-    return max(1, int(get_num_threads()))
+    """Matrix-product workers: numba's thread count, or 1 when the BLAS could not be made
+    single-threaded (concurrent multi-threaded BLAS calls oversubscribe the cores)."""
+    single_threaded_blas()
+    return max(1, int(get_num_threads())) if _blas_done[0] else 1
 
 
 def single_threaded_blas():
-    """Put the BLAS numpy uses in single-threaded mode (once)."""
+    """Put the BLAS numpy uses in single-threaded mode (once). Records whether it worked."""
     if _blas_done:
         return
     with _lock:
         if _blas_done:
             return
+        ok = False
         try:
-            from threadpoolctl import threadpool_limits
-            threadpool_limits(limits=1, user_api="blas")
-        except Exception:  # pragma: no cover - threadpoolctl cannot see this BLAS
-            pass
-        _blas_done.append(True)
+            import numpy  # noqa: F401  (its BLAS must be loaded for threadpoolctl to see it)
+            from threadpoolctl import ThreadpoolController
+            blas = ThreadpoolController().select(user_api="blas")
+            if blas.lib_controllers:
+                blas.limit(limits=1)
+                ok = True
+        except Exception:  # pragma: no cover - threadpoolctl missing or unable to see the BLAS
+            ok = False
+        _blas_done.append(ok)
 
 
 def _executor(n):

@@ -1,0 +1,58 @@
+"""The CPU backend's threading: numpy's BLAS single-threaded, products split across workers,
+and the image-parallel convolution equal to the batched one."""
+import numpy as np
+import pytest
+from numba import get_num_threads
+
+from caffeish.backend import cpu
+from caffeish.backend.conv_common import batched_backward, batched_forward
+from caffeish.backend.cpu import threads
+
+
+def test_blas_is_single_threaded_and_workers_follow_numba():
+    from threadpoolctl import threadpool_info
+    assert threads.workers() == max(1, get_num_threads())
+    blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    assert blas and all(i["num_threads"] == 1 for i in blas)
+
+
+def test_without_a_controllable_blas_products_run_on_one_worker(monkeypatch):
+    monkeypatch.setattr(threads, "_blas_done", [False])
+    assert threads.workers() == 1
+
+
+@pytest.mark.parametrize("shape", [(300, 200, 150), (20, 700, 600), (2, 3, 4)])
+def test_split_gemm_matches_numpy(shape):
+    m, k, n = shape
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((k, m)).astype(np.float32)    # used transposed
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    out = rng.standard_normal((m, n)).astype(np.float32)
+    want = 0.5 * out + 2.0 * (a.T @ b)
+    cpu.gemm(a, b, out=out, trans_a=True, alpha=2.0, beta=0.5)
+    np.testing.assert_allclose(out, want, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("group", [1, 2])
+def test_image_parallel_convolution_equals_the_batched_path(group):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((7, 4, 9, 8))
+    w = rng.standard_normal((group, 6 // group, (4 // group) * 9)) if group > 1 else \
+        rng.standard_normal((6, 4 * 9))
+    bias = rng.standard_normal(6)
+    geom = (3, 3, 2, 1, 1, 0, 1, 1, 5, 6)          # kernel 3x3, stride (2,1), pad (1,0)
+    col = np.empty(4 * 9 * 7 * 30)
+    res = np.empty(6 * 7 * 30)
+    y1 = np.empty((7, 6, 5, 6))
+    y2 = np.empty_like(y1)
+    cpu.conv_forward(x, w, bias, True, geom, col, res, y1)
+    batched_forward(cpu, x, w, bias, True, geom, col, res, y2)
+    np.testing.assert_allclose(y1, y2, rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y1.shape)
+    wd1, wd2 = np.zeros_like(w), np.zeros_like(w)
+    bd1, bd2 = np.zeros(6), np.zeros(6)
+    dx1, dx2 = np.empty_like(x), np.empty_like(x)
+    cpu.conv_backward(x, w, dy, wd1, bd1, dx1, geom, col, res, False)
+    batched_backward(cpu, x, w, dy, wd2, bd2, dx2, geom, col, res, False)
+    for a, b in ((wd1, wd2), (bd1, bd2), (dx1, dx2)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
