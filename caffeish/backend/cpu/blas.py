@@ -3,7 +3,7 @@ caffeish's worker pool (see threads.py)."""
 import numpy as np
 from numba import njit, prange
 
-from .threads import run_blocks, single_threaded_blas, workers
+from .threads import run_blocks, workers
 
 __all__ = ["gemm", "gemv", "axpy", "asum", "dot", "scal"]
 
@@ -29,7 +29,7 @@ def _product(a, b, out, alpha, beta):
 def gemm(a, b, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
     """out = alpha * op(a) @ op(b) + beta * out; op transposes the last two axes when asked.
     2-D, or batched 3-D with a 2-D operand broadcast. Returns out (allocated when None)."""
-    single_threaded_blas()
+    nw = workers()  # (also puts the BLAS in single-threaded mode, once)
     if trans_a:
         a = np.swapaxes(a, -1, -2)
     if trans_b:
@@ -40,7 +40,6 @@ def gemm(a, b, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
         beta = 0.0
     m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
     batch = out.size // max(m * n, 1)
-    nw = workers()
     if nw < 2 or batch * m * n * k < _PARALLEL_MACS:
         _product(a, b, out, alpha, beta)
         return out

@@ -14,69 +14,12 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-from numba import njit
 
 from ..conv_common import batched_backward, batched_forward
 from .threads import run_blocks, workers
+from .vision import col2im_batch_serial, im2col_batch_serial
 
 __all__ = ["conv_forward", "conv_backward"]
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def im2col_images(x, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, col):
-    """col[(c*kh+i)*kw+j, n*oh*ow + y*ow + xo] = x[n, c, y*sh-ph+i*dh, xo*sw-pw+j*dw] (0 outside)
-    for a few images x (k,C,H,W), col (C*kh*kw, k*oh*ow); single-threaded, releases the GIL."""
-    n_img, chans, height, width = x.shape
-    ohw = oh * ow
-    ncols = n_img * ohw
-    for c in range(chans):
-        for i in range(kh):
-            for j in range(kw):
-                w0 = j * dw - pw
-                for n in range(n_img):
-                    rowoff = ((c * kh + i) * kw + j) * ncols + n * ohw
-                    src0 = (n * chans + c) * height
-                    for y in range(oh):
-                        hi = y * sh - ph + i * dh
-                        dst = rowoff + y * ow
-                        if hi < 0 or hi >= height:
-                            for xo in range(ow):
-                                col.flat[dst + xo] = 0
-                            continue
-                        src = (src0 + hi) * width
-                        for xo in range(ow):
-                            wi = xo * sw + w0
-                            if wi >= 0 and wi < width:
-                                col.flat[dst + xo] = x.flat[src + wi]
-                            else:
-                                col.flat[dst + xo] = 0
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def col2im_images(col, kh, kw, sh, sw, ph, pw, dh, dw, oh, ow, dx):
-    """dx (k,C,H,W) = the sum of the column entries im2col_images read from each pixel."""
-    n_img, chans, height, width = dx.shape
-    ohw = oh * ow
-    ncols = n_img * ohw
-    for p in range(dx.size):
-        dx.flat[p] = 0
-    for c in range(chans):
-        for i in range(kh):
-            for j in range(kw):
-                w0 = j * dw - pw
-                for n in range(n_img):
-                    rowoff = ((c * kh + i) * kw + j) * ncols + n * ohw
-                    pbase = (n * chans + c) * height * width
-                    for y in range(oh):
-                        hi = y * sh - ph + i * dh
-                        if hi < 0 or hi >= height:
-                            continue
-                        src = rowoff + y * ow
-                        dst = pbase + hi * width
-                        for xo in range(ow):
-                            wi = xo * sw + w0
-                            if wi >= 0 and wi < width:
-                                dx.flat[dst + wi] += col.flat[src + xo]
 
 
 _scratch = threading.local()
@@ -128,7 +71,7 @@ def conv_forward(x, w, bias, use_bias, geom, col, res, y):
             b = min(n1, a + k)
             m = (b - a) * ohw
             c = _buffer("col", (krows, m), x.dtype)
-            im2col_images(x[a:b], *geom, c)
+            im2col_batch_serial(x[a:b], *geom, c)
             if g > 1:
                 np.matmul(w, c.reshape(g, krows // g, m), out=y3[a].reshape(g, n_out // g, m))
             elif b - a == 1:
@@ -163,7 +106,7 @@ def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid):
             b = min(n1, a + k)
             m = (b - a) * ohw
             c = _buffer("col", (krows, m), x.dtype)
-            im2col_images(x[a:b], *geom, c)
+            im2col_batch_serial(x[a:b], *geom, c)
             if b - a == 1:
                 d = dy3[a]
             else:
@@ -186,7 +129,7 @@ def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid):
                 else:
                     np.matmul(np.swapaxes(w, 1, 2), d.reshape(g, n_out // g, m),
                               out=dc.reshape(g, krows // g, m))
-                col2im_images(dc, *geom, dx[a:b])
+                col2im_batch_serial(dc, *geom, dx[a:b])
         return wacc, bacc
 
     parts = run_blocks(work, n, nw)
