@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .core import SIMULATED, SMALL_LAUNCHES, flat, grid1d
+from .core import SIMULATED, SMALL_LAUNCHES, block_sum, flat, grid1d
 
 __all__ = ["gemm", "gemv", "axpy", "asum", "dot", "scal", "HAVE_CUPY", "gemm_engine"]
 
@@ -169,16 +169,9 @@ def _asum_dot_kernel(x, y, use_y, partial):
             acc += x[i] * y[i]
         else:
             acc += abs(x[i])
-    buf[tid] = acc
-    cuda.syncthreads()
-    s = _RED_THREADS // 2
-    while s > 0:
-        if tid < s:
-            buf[tid] += buf[tid + s]
-        cuda.syncthreads()
-        s //= 2
+    total = block_sum(buf, tid, acc)
     if tid == 0:
-        partial[cuda.blockIdx.x] = buf[0]
+        partial[cuda.blockIdx.x] = total
 
 
 def _reduce(x, y, use_y):

@@ -115,6 +115,23 @@ def flat(dev):
     return dev if dev.ndim == 1 else dev.reshape(dev.size)
 
 
+@cuda.jit(device=True)
+def block_sum(buf, tid, v):
+    """Sum of v over a block's threads, returned to every thread. buf: a shared array with one
+    slot per thread (a power of two long, the block's size); it is free again on return."""
+    buf[tid] = v
+    cuda.syncthreads()
+    s = buf.shape[0] // 2
+    while s > 0:
+        if tid < s:
+            buf[tid] += buf[tid + s]
+        cuda.syncthreads()
+        s //= 2
+    r = buf[0]
+    cuda.syncthreads()
+    return r
+
+
 @cuda.jit
 def _fill_kernel(x, value):
     for i in range(cuda.grid(1), x.size, cuda.gridsize(1)):

@@ -13,7 +13,7 @@ import numpy as np
 from numba import cuda
 
 from ..cpu import elementwise as _cpu
-from .core import SIMULATED, SMALL_LAUNCHES, THREADS, flat, grid1d
+from .core import SIMULATED, SMALL_LAUNCHES, THREADS, block_sum, flat, grid1d
 
 __all__ = [
     "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
@@ -251,16 +251,9 @@ def _prelu_slope_partial_k(dy, x, chans, inner, div_factor, parts, partial):
         n = j // per_row
         k = n * row + base + (j - n * per_row)
         acc += _prelu_slope_grad(dy[k], x[k])
-    buf[tid] = acc
-    cuda.syncthreads()
-    s = _RED_THREADS // 2
-    while s > 0:
-        if tid < s:
-            buf[tid] += buf[tid + s]
-        cuda.syncthreads()
-        s //= 2
+    total = block_sum(buf, tid, acc)
     if tid == 0:
-        partial[b] = buf[0]
+        partial[b] = total
 
 
 @cuda.jit

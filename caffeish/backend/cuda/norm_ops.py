@@ -13,7 +13,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .core import SMALL_LAUNCHES, flat, grid1d
+from .core import SMALL_LAUNCHES, block_sum, flat, grid1d
 
 __all__ = [
     "bn_batch_stats", "bn_global_stats", "bn_update_running", "bn_normalize",
@@ -31,22 +31,6 @@ _MAX_GROUP_BLOCKS = 2 if SMALL_LAUNCHES else 65535   # blocks of a per-group lau
 
 def _group_blocks(groups):
     return max(1, min(int(groups), _MAX_GROUP_BLOCKS))
-
-
-@cuda.jit(device=True)
-def _block_sum(buf, tid, v):
-    """Sum of v over the block's RED threads (every thread gets it); buf is shared (RED,)."""
-    buf[tid] = v
-    cuda.syncthreads()
-    s = RED // 2
-    while s > 0:
-        if tid < s:
-            buf[tid] += buf[tid + s]
-        cuda.syncthreads()
-        s //= 2
-    r = buf[0]
-    cuda.syncthreads()      # buf may be reused right after
-    return r
 
 
 @cuda.jit(device=True)
@@ -76,13 +60,13 @@ def _bn_stats_k(x, n_img, chans, sp, eps, mean, var, std):
         for j in range(tid, m, RED):
             n = j // sp
             acc += x[(n * chans + c) * sp + j - n * sp]
-        mu = _block_sum(buf, tid, acc) / m
+        mu = block_sum(buf, tid, acc) / m
         acc = 0.0
         for j in range(tid, m, RED):
             n = j // sp
             d = x[(n * chans + c) * sp + j - n * sp] - mu
             acc += d * d
-        v = _block_sum(buf, tid, acc) / m
+        v = block_sum(buf, tid, acc) / m
         if tid == 0:
             mean[c] = mu
             var[c] = v
@@ -258,7 +242,7 @@ def _param_grad_block_k(dy, x, use_x, outer, dim, inner, accumulate, g):
                 acc += dy[e] * x[e]
             else:
                 acc += dy[e]
-        s = _block_sum(buf, tid, acc)
+        s = block_sum(buf, tid, acc)
         if tid == 0:
             if accumulate:
                 g[d] += s
@@ -453,13 +437,13 @@ def _mvn_fwd_k(x, rows, dim, normalize_variance, eps, mean, std, out):
         acc = 0.0
         for i in range(tid, dim, RED):
             acc += x[base + i]
-        mu = _block_sum(buf, tid, acc) / dim
+        mu = block_sum(buf, tid, acc) / dim
         if normalize_variance:
             acc = 0.0
             for i in range(tid, dim, RED):
                 d = x[base + i] - mu
                 acc += d * d
-            sd = math.sqrt(_block_sum(buf, tid, acc) / dim)
+            sd = math.sqrt(block_sum(buf, tid, acc) / dim)
             if tid == 0:
                 mean[r] = mu
                 std[r] = sd
@@ -514,7 +498,7 @@ def _mvn_bwd_k(dy, x, rows, dim, mean, std, normalize_variance, dx):
             s1 = 0.0
             for i in range(tid, dim, RED):
                 s1 += dy[base + i]
-            a = _block_sum(buf, tid, s1) / dim
+            a = block_sum(buf, tid, s1) / dim
             for i in range(tid, dim, RED):
                 dx[base + i] = dy[base + i] - a
 

@@ -12,7 +12,7 @@ import numpy as np
 from numba import cuda
 
 from .blas import gemm
-from .core import SMALL_LAUNCHES, flat, grid1d
+from .core import SMALL_LAUNCHES, block_sum, flat, grid1d
 
 __all__ = [
     "im2col_batch", "col2im_batch", "ncp_to_cnp", "cnp_to_ncp", "bias_add_ncp", "channel_sum_ncp",
@@ -181,17 +181,9 @@ def _channel_sum_k(dy, n_img, chans, plen, out):
         for q in range(tid, npl, cuda.blockDim.x):
             n = q // plen
             acc += dy[(n * chans + c) * plen + q - n * plen]
-        buf[tid] = acc
-        cuda.syncthreads()
-        s = _RED_THREADS // 2
-        while s > 0:
-            if tid < s:
-                buf[tid] += buf[tid + s]
-            cuda.syncthreads()
-            s //= 2
+        total = block_sum(buf, tid, acc)
         if tid == 0:
-            out[c] += buf[0]
-        cuda.syncthreads()
+            out[c] += total
 
 
 def channel_sum_ncp(dy, out):
