@@ -6,7 +6,7 @@ from numba import get_num_threads
 
 from caffeish.backend import cpu
 from caffeish.backend.conv_common import batched_backward, batched_forward
-from caffeish.backend.cpu import threads
+from caffeish.backend.cpu import conv_ops, threads
 
 
 def test_blas_is_single_threaded_and_workers_follow_numba():
@@ -35,25 +35,49 @@ def test_split_gemm_matches_numpy(shape):
 
 
 @pytest.mark.parametrize("group", [1, 2])
-def test_image_parallel_convolution_equals_the_batched_path(group):
+def test_image_parallel_convolution_equals_the_batched_path(group, monkeypatch):
+    monkeypatch.setattr(conv_ops, "workers", lambda: 2)   # the image-parallel path on any machine
     rng = np.random.default_rng(1)
     x = rng.standard_normal((7, 4, 9, 8))
     w = rng.standard_normal((group, 6 // group, (4 // group) * 9)) if group > 1 else \
         rng.standard_normal((6, 4 * 9))
     bias = rng.standard_normal(6)
     geom = (3, 3, 2, 1, 1, 0, 1, 1, 5, 6)          # kernel 3x3, stride (2,1), pad (1,0)
-    col = np.empty(4 * 9 * 7 * 30)
-    res = np.empty(6 * 7 * 30)
-    y1 = np.empty((7, 6, 5, 6))
+    _compare_with_batched(x, w, bias, geom, 1e-10)
+
+
+@pytest.mark.parametrize("col_bytes", [1, 1 << 20])
+def test_padded_column_rows_give_the_same_convolution(col_bytes, monkeypatch):
+    """32x16 outputs in float32: rows of 2 KB, which conv_ops pads; one image per GEMM
+    (col_bytes=1) and several."""
+    monkeypatch.setattr(conv_ops, "workers", lambda: 2)
+    monkeypatch.setattr(conv_ops, "_COL_BYTES", col_bytes)
+    assert conv_ops._row_stride(512, 4) == 528 and conv_ops._row_stride(500, 4) == 500
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((5, 3, 32, 16)).astype(np.float32)
+    w = rng.standard_normal((4, 3 * 9)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    geom = (3, 3, 1, 1, 1, 1, 1, 1, 32, 16)
+    _compare_with_batched(x, w, bias, geom, 1e-5)
+
+
+def _compare_with_batched(x, w, bias, geom, tol):
+    n, c = x.shape[:2]
+    n_out = bias.size
+    ohw = geom[8] * geom[9]
+    krows = c * geom[0] * geom[1]
+    col = np.empty(krows * n * ohw, x.dtype)
+    res = np.empty(n_out * n * ohw, x.dtype)
+    y1 = np.empty((n, n_out, geom[8], geom[9]), x.dtype)
     y2 = np.empty_like(y1)
     cpu.conv_forward(x, w, bias, True, geom, col, res, y1)
     batched_forward(cpu, x, w, bias, True, geom, col, res, y2)
-    np.testing.assert_allclose(y1, y2, rtol=1e-12, atol=1e-12)
-    dy = rng.standard_normal(y1.shape)
+    np.testing.assert_allclose(y1, y2, rtol=tol, atol=tol)
+    dy = np.random.default_rng(3).standard_normal(y1.shape).astype(x.dtype)
     wd1, wd2 = np.zeros_like(w), np.zeros_like(w)
-    bd1, bd2 = np.zeros(6), np.zeros(6)
+    bd1, bd2 = np.zeros_like(bias), np.zeros_like(bias)
     dx1, dx2 = np.empty_like(x), np.empty_like(x)
     cpu.conv_backward(x, w, dy, wd1, bd1, dx1, geom, col, res, False)
     batched_backward(cpu, x, w, dy, wd2, bd2, dx2, geom, col, res, False)
     for a, b in ((wd1, wd2), (bd1, bd2), (dx1, dx2)):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * 10)
