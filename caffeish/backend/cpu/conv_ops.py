@@ -59,6 +59,18 @@ def _padded_planes(x, geom):
     return (x.shape[1], x.shape[2] + 2 * geom[4], x.shape[3] + 2 * geom[5])
 
 
+def _columns(x, geom, rows, krows, m, pad_hw):
+    """This thread's column buffer for the images x: im2col into its first krows rows (row
+    stride padded, see _row_stride); a row of ones after them when rows = krows + 1 (the bias).
+    Returns the (rows, m) view."""
+    ld = _row_stride(m, x.dtype.itemsize)
+    cbuf = _buffer("col", (rows, ld), x.dtype)
+    im2col_padded_serial(x, *geom, _buffer("xpad", (x.shape[0],) + pad_hw, x.dtype), cbuf)
+    if rows > krows:
+        cbuf[krows, :m] = 1
+    return cbuf[:, :m]
+
+
 def _layout(x, w, geom, n):
     oh, ow = geom[8], geom[9]
     ohw = oh * ow
@@ -81,7 +93,12 @@ def conv_forward(x, w, bias, use_bias, geom, col, res, y):
         return batched_forward(cpu, x, w, bias, use_bias, geom, col, res, y)
     ohw, krows, g, n_out, k = _layout(x, w, geom, n)
     y3 = y.reshape(n, n_out, ohw)
-    b3 = bias.reshape(1, n_out, 1) if use_bias else None
+    b3 = bias.reshape(1, n_out, 1) if use_bias and g > 1 else None
+    # ungrouped: the bias rides in the GEMM as one more column of w against a row of ones
+    fold = use_bias and g == 1
+    if fold:
+        w = np.concatenate([w, bias.reshape(n_out, 1).astype(w.dtype)], axis=1)
+    rows = krows + fold
 
     pad_hw = _padded_planes(x, geom)
     direct_ok = _row_stride(ohw, x.dtype.itemsize) == ohw   # y's rows are a good GEMM output
@@ -90,19 +107,16 @@ def conv_forward(x, w, bias, use_bias, geom, col, res, y):
         for a in range(n0, n1, k):
             b = min(n1, a + k)
             m = (b - a) * ohw
-            ld = _row_stride(m, x.dtype.itemsize)
-            cbuf = _buffer("col", (krows, ld), x.dtype)
-            im2col_padded_serial(x[a:b], *geom, _buffer("xpad", (b - a,) + pad_hw, x.dtype), cbuf)
-            c = cbuf[:, :m]
+            c = _columns(x[a:b], geom, rows, krows, m, pad_hw)
             if g > 1:
                 np.matmul(w, c.reshape(g, krows // g, m), out=y3[a].reshape(g, n_out // g, m))
             elif b - a == 1 and direct_ok:
                 np.matmul(w, c, out=y3[a])
             else:
-                r = _buffer("res", (n_out, ld), x.dtype)[:, :m]
+                r = _buffer("res", (n_out, c.strides[0] // c.itemsize), x.dtype)[:, :m]
                 np.matmul(w, c, out=r)
                 np.copyto(y3[a:b], r.reshape(n_out, b - a, ohw).transpose(1, 0, 2))
-            if use_bias:
+            if b3 is not None:
                 y3[a:b] += b3
     run_blocks(work, n, nw)
     return False
@@ -123,17 +137,20 @@ def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid):
     pad_hw = _padded_planes(x, geom)
     direct_ok = _row_stride(ohw, x.dtype.itemsize) == ohw   # dy's rows are a good GEMM operand
 
+    # ungrouped: the bias gradient comes out of the weight-gradient GEMM as one more row (the
+    # columns' row of ones against dY)
+    fold = bdiff is not None and g == 1
+    rows = krows + fold
+
     def work(n0, n1):
         # g == 1: accumulate dW^T (K x O) contiguously, transpose once at the end
-        wacc = np.zeros((krows, n_out) if g == 1 else w.shape, acc_dtype)
-        bacc = np.zeros(n_out, np.float64) if bdiff is not None else None
+        wacc = np.zeros((rows, n_out) if g == 1 else w.shape, acc_dtype)
+        bacc = np.zeros(n_out, np.float64) if bdiff is not None and not fold else None
         for a in range(n0, n1, k):
             b = min(n1, a + k)
             m = (b - a) * ohw
-            ld = _row_stride(m, x.dtype.itemsize)
-            cbuf = _buffer("col", (krows, ld), x.dtype)
-            im2col_padded_serial(x[a:b], *geom, _buffer("xpad", (b - a,) + pad_hw, x.dtype), cbuf)
-            c = cbuf[:, :m]
+            c = _columns(x[a:b], geom, rows, krows, m, pad_hw)
+            ld = c.strides[0] // c.itemsize
             if b - a == 1 and direct_ok:
                 d = dy3[a]
             else:
@@ -141,7 +158,7 @@ def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid):
                 np.copyto(d.reshape(n_out, b - a, ohw), dy3[a:b].transpose(1, 0, 2))
             if g == 1:
                 # dW^T += col @ dY^T: BLAS is faster with the long reduction on this side
-                wt = _buffer("wt", (krows, n_out), x.dtype)
+                wt = _buffer("wt", (rows, n_out), x.dtype)
                 np.matmul(c, d.T, out=wt)
                 wacc += wt
             else:
@@ -163,6 +180,8 @@ def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid):
 
     parts = run_blocks(work, n, nw)
     for wacc, bacc in parts:
-        wdiff += wacc.T if g == 1 else wacc
-        if bacc is not None:
+        wdiff += wacc[:krows].T if g == 1 else wacc
+        if fold:
+            bdiff += wacc[krows]
+        elif bacc is not None:
             bdiff += bacc.astype(bdiff.dtype)
