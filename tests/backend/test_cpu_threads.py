@@ -81,3 +81,26 @@ def _compare_with_batched(x, w, bias, geom, tol):
     batched_backward(cpu, x, w, dy, wd2, bd2, dx2, geom, col, res, False)
     for a, b in ((wd1, wd2), (bd1, bd2), (dx1, dx2)):
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,n", [(10, 2048, 1030), (1, 600, 500), (3, 1000, 1001), (16, 513, 517)])
+def test_few_rows_against_a_transposed_matrix_take_the_streaming_kernel(m, k, n, dtype):
+    """InnerProduct forward at a small batch (a @ W.T with W (N, K)): cpu.gemm's streaming
+    kernel, checked against float64 numpy, with alpha / beta and odd sizes (4-column and
+    2-row remainders)."""
+    from caffeish.backend.cpu import blas
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    w = rng.standard_normal((n, k)).astype(dtype)
+    out0 = rng.standard_normal((m, n)).astype(dtype)
+    assert blas._skinny_ok(a, w.T, out0, m, k, n)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for alpha, beta in ((1.0, 0.0), (2.0, 0.5)):
+        want = alpha * (a.astype(np.float64) @ w.T.astype(np.float64)) + beta * out0
+        got = out0.copy()
+        cpu.gemm(a, w, out=got, trans_b=True, alpha=alpha, beta=beta)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
+    a[0, 5] = np.nan                      # NaNs reach the output (no finite-math assumptions)
+    got = cpu.gemm(a, w, out=np.empty((m, n), dtype), trans_b=True)
+    assert np.isnan(got[0]).all() and (m == 1 or np.isfinite(got[1:]).all())
