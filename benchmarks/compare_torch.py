@@ -529,6 +529,14 @@ def main():
         import numba
         desc.append(f"numba {numba.__version__} ({numba.get_num_threads()} threads)")
         desc.append(f"numpy {np.__version__}")
+        try:
+            from threadpoolctl import threadpool_info
+            arch = [i.get("architecture") for i in threadpool_info()
+                    if i.get("internal_api") == "openblas" and "numpy" in i.get("filepath", "")]
+            if arch:
+                desc.append(f"OpenBLAS {arch[0]} kernels")
+        except ImportError:
+            pass
     if use_torch:
         desc.append(f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
     try:

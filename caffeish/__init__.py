@@ -20,6 +20,11 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # kernel that follows gets one core. Letting them sleep at once took LeNet's training step from
 # 23 ms to 16 ms on 2 cores. Read when OpenBLAS loads, i.e. only if numpy is not imported yet.
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# OpenBLAS's kernel set for this CPU (AVX2 kernels on AMD Zen 4: see _cpu_env), unless the user
+# chose one with OPENBLAS_CORETYPE.
+from ._cpu_env import choose_openblas_coretype as _choose  # noqa: E402
+
+_choose()
 
 from .backend import set_device, set_mode_cpu, set_mode_gpu  # noqa: E402,F401
 from .blob import Blob  # noqa: E402,F401
