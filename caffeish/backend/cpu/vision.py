@@ -417,9 +417,54 @@ def max_pool_backward(top_diff, mask, kh, kw, sh, sw, ph, pw, dx):
                 dx.flat[xb + idx] += top_diff.flat[tb + q]
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
 def ave_pool_forward(x, kh, kw, sh, sw, ph, pw, top):
-    """top[n,c,py,px] = sum of x[n,c] over the window clipped to the image / window size clipped to the padded image; x (N,C,H,W), top (N,C,PH,PW), C-contiguous (flat indexing: 1.5-2x faster than 4-D here)."""
+    """top[n,c,py,px] = sum of x[n,c] over the window clipped to the image / window size clipped to the padded image; x (N,C,H,W), top (N,C,PH,PW), C-contiguous. Unpadded 3x3 windows (CIFAR10-quick's) take a kernel with the inner windows unrolled; the sums are the same, in the same order."""
+    if ph == 0 and pw == 0 and kh == 3 and kw == 3 and x.size:
+        _ave_pool_3x3_forward(x, sh, sw, top)
+    else:
+        _ave_pool_general_forward(x, kh, kw, sh, sw, ph, pw, top)
+
+
+def ave_pool_backward(top_diff, kh, kw, sh, sw, ph, pw, dx):
+    """dx[n,c,h,w] = sum over windows covering (h,w) of top_diff / window size clipped to the padded image; dx (N,C,H,W) overwritten. One (n, c) plane per thread, each window adding its share to its cells (race-free within the plane; 3x faster here than gathering each cell's windows). Unpadded 3x3 windows unrolled, as in ave_pool_forward."""
+    if ph == 0 and pw == 0 and kh == 3 and kw == 3 and dx.size:
+        _ave_pool_3x3_backward(top_diff, sh, sw, dx)
+    else:
+        _ave_pool_general_backward(top_diff, kh, kw, sh, sw, ph, pw, dx)
+
+
+@njit(cache=True, inline="always")
+def _ave_window(py, px, kh, kw, sh, sw, ph, pw, height, width):
+    """Window (py, px) clipped to the image, (hs, he, ws, we), and its size clipped to the padded
+    image (Caffe's divisor)."""
+    hs = py * sh - ph
+    he = min(hs + kh, height + ph)
+    ws = px * sw - pw
+    we = min(ws + kw, width + pw)
+    size = (he - hs) * (we - ws)
+    return max(hs, 0), min(he, height), max(ws, 0), min(we, width), size
+
+
+@njit(cache=True, inline="always")
+def _ave_sum(x, xb, width, hs, he, ws, we):
+    s = 0.0
+    for h in range(hs, he):
+        row = xb + h * width
+        for w in range(ws, we):
+            s += x.flat[row + w]
+    return s
+
+
+@njit(cache=True, inline="always")
+def _ave_spread(dx, xb, width, hs, he, ws, we, v):
+    for h in range(hs, he):
+        row = xb + h * width
+        for w in range(ws, we):
+            dx.flat[row + w] += v
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _ave_pool_general_forward(x, kh, kw, sh, sw, ph, pw, top):
     n_img, chans, height, width = x.shape
     pooled_h = top.shape[2]
     pooled_w = top.shape[3]
@@ -429,28 +474,52 @@ def ave_pool_forward(x, kh, kw, sh, sw, ph, pw, top):
         xb = plane * hw
         tb = plane * phw
         for py in range(pooled_h):
-            hs = py * sh - ph
-            he = min(hs + kh, height + ph)
-            size_h = he - hs
-            hs = max(hs, 0)
-            he = min(he, height)
             for px in range(pooled_w):
-                ws = px * sw - pw
-                we = min(ws + kw, width + pw)
-                size = size_h * (we - ws)
-                ws = max(ws, 0)
-                we = min(we, width)
-                s = 0.0
-                for h in range(hs, he):
-                    row = xb + h * width
-                    for w in range(ws, we):
-                        s += x.flat[row + w]
-                top.flat[tb + py * pooled_w + px] = s / size
+                hs, he, ws, we, size = _ave_window(py, px, kh, kw, sh, sw, ph, pw, height, width)
+                top.flat[tb + py * pooled_w + px] = _ave_sum(x, xb, width, hs, he, ws, we) / size
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
-def ave_pool_backward(top_diff, kh, kw, sh, sw, ph, pw, dx):
-    """dx[n,c,h,w] = sum over windows covering (h,w) of top_diff / window size clipped to the padded image; dx (N,C,H,W) overwritten. One (n, c) plane per thread, each window adding its share to its cells (race-free within the plane; 3x faster here than gathering each cell's windows)."""
+def _ave_pool_3x3_forward(x, sh, sw, top):
+    """_ave_pool_general_forward for unpadded 3x3 windows: inner windows summed unrolled (same
+    order), the ceil-mode overhang clipped."""
+    n_img, chans, height, width = x.shape
+    pooled_h = top.shape[2]
+    pooled_w = top.shape[3]
+    hw = height * width
+    phw = pooled_h * pooled_w
+    ph_in = min(pooled_h, (height - 3) // sh + 1)
+    pw_in = min(pooled_w, (width - 3) // sw + 1)
+    w2 = 2 * width
+    for plane in prange(n_img * chans):
+        xb = plane * hw
+        tb = plane * phw
+        for py in range(pooled_h):
+            o = tb + py * pooled_w
+            start = 0
+            if py < ph_in:
+                a0 = xb + py * sh * width
+                for px in range(pw_in):
+                    i = a0 + px * sw
+                    s = 0.0
+                    s += x.flat[i]
+                    s += x.flat[i + 1]
+                    s += x.flat[i + 2]
+                    s += x.flat[i + width]
+                    s += x.flat[i + width + 1]
+                    s += x.flat[i + width + 2]
+                    s += x.flat[i + w2]
+                    s += x.flat[i + w2 + 1]
+                    s += x.flat[i + w2 + 2]
+                    top.flat[o + px] = s / 9
+                start = pw_in
+            for px in range(start, pooled_w):
+                hs, he, ws, we, size = _ave_window(py, px, 3, 3, sh, sw, 0, 0, height, width)
+                top.flat[o + px] = _ave_sum(x, xb, width, hs, he, ws, we) / size
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _ave_pool_general_backward(top_diff, kh, kw, sh, sw, ph, pw, dx):
     n_img, chans, height, width = dx.shape
     pooled_h = top_diff.shape[2]
     pooled_w = top_diff.shape[3]
@@ -462,22 +531,49 @@ def ave_pool_backward(top_diff, kh, kw, sh, sw, ph, pw, dx):
         for p in range(hw):
             dx.flat[xb + p] = 0
         for py in range(pooled_h):
-            hs = py * sh - ph
-            he = min(hs + kh, height + ph)
-            size_h = he - hs
-            hs = max(hs, 0)
-            he = min(he, height)
             for px in range(pooled_w):
-                ws = px * sw - pw
-                we = min(ws + kw, width + pw)
-                size = size_h * (we - ws)
-                ws = max(ws, 0)
-                we = min(we, width)
-                v = top_diff.flat[tb + py * pooled_w + px] / size
-                for h in range(hs, he):
-                    row = xb + h * width
-                    for w in range(ws, we):
-                        dx.flat[row + w] += v
+                hs, he, ws, we, size = _ave_window(py, px, kh, kw, sh, sw, ph, pw, height, width)
+                _ave_spread(dx, xb, width, hs, he, ws, we,
+                            top_diff.flat[tb + py * pooled_w + px] / size)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def _ave_pool_3x3_backward(top_diff, sh, sw, dx):
+    """_ave_pool_general_backward for unpadded 3x3 windows, inner windows unrolled (same order)."""
+    n_img, chans, height, width = dx.shape
+    pooled_h = top_diff.shape[2]
+    pooled_w = top_diff.shape[3]
+    hw = height * width
+    phw = pooled_h * pooled_w
+    ph_in = min(pooled_h, (height - 3) // sh + 1)
+    pw_in = min(pooled_w, (width - 3) // sw + 1)
+    w2 = 2 * width
+    for plane in prange(n_img * chans):
+        xb = plane * hw
+        tb = plane * phw
+        for p in range(hw):
+            dx.flat[xb + p] = 0
+        for py in range(pooled_h):
+            o = tb + py * pooled_w
+            start = 0
+            if py < ph_in:
+                a0 = xb + py * sh * width
+                for px in range(pw_in):
+                    i = a0 + px * sw
+                    v = top_diff.flat[o + px] / 9
+                    dx.flat[i] += v
+                    dx.flat[i + 1] += v
+                    dx.flat[i + 2] += v
+                    dx.flat[i + width] += v
+                    dx.flat[i + width + 1] += v
+                    dx.flat[i + width + 2] += v
+                    dx.flat[i + w2] += v
+                    dx.flat[i + w2 + 1] += v
+                    dx.flat[i + w2 + 2] += v
+                start = pw_in
+            for px in range(start, pooled_w):
+                hs, he, ws, we, size = _ave_window(py, px, 3, 3, sh, sw, 0, 0, height, width)
+                _ave_spread(dx, xb, width, hs, he, ws, we, top_diff.flat[o + px] / size)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")
