@@ -260,6 +260,13 @@ def _max_clipped(x, xb, height, width, hs, ws, k):
     return best, arg
 
 
+@njit(cache=True, inline="always")
+def _inside_windows(height, width, pooled_h, pooled_w, k, sh, sw):
+    """How many rows and columns of unpadded k x k windows lie wholly inside the image (the
+    unrolled pooling kernels; the rest, ceil mode's overhang, are clipped)."""
+    return min(pooled_h, (height - k) // sh + 1), min(pooled_w, (width - k) // sw + 1)
+
+
 @njit(parallel=True, cache=True, error_model="numpy")
 def _max_pool_2x2(x, sh, sw, top, mask):
     """max_pool_forward for unpadded 2x2 windows: windows inside the image unrolled, the ceil-mode
@@ -268,8 +275,7 @@ def _max_pool_2x2(x, sh, sw, top, mask):
     pooled_h, pooled_w = top.shape[2], top.shape[3]
     hw = height * width
     phw = pooled_h * pooled_w
-    ph_in = min(pooled_h, (height - 2) // sh + 1)
-    pw_in = min(pooled_w, (width - 2) // sw + 1)
+    ph_in, pw_in = _inside_windows(height, width, pooled_h, pooled_w, 2, sh, sw)
     for plane in prange(n_img * chans):
         xb = plane * hw
         tb = plane * phw
@@ -311,8 +317,7 @@ def _max_pool_3x3(x, sh, sw, top, mask):
     pooled_h, pooled_w = top.shape[2], top.shape[3]
     hw = height * width
     phw = pooled_h * pooled_w
-    ph_in = min(pooled_h, (height - 3) // sh + 1)
-    pw_in = min(pooled_w, (width - 3) // sw + 1)
+    ph_in, pw_in = _inside_windows(height, width, pooled_h, pooled_w, 3, sh, sw)
     w2 = 2 * width
     for plane in prange(n_img * chans):
         xb = plane * hw
@@ -488,8 +493,7 @@ def _ave_pool_3x3_forward(x, sh, sw, top):
     pooled_w = top.shape[3]
     hw = height * width
     phw = pooled_h * pooled_w
-    ph_in = min(pooled_h, (height - 3) // sh + 1)
-    pw_in = min(pooled_w, (width - 3) // sw + 1)
+    ph_in, pw_in = _inside_windows(height, width, pooled_h, pooled_w, 3, sh, sw)
     w2 = 2 * width
     for plane in prange(n_img * chans):
         xb = plane * hw
@@ -545,8 +549,7 @@ def _ave_pool_3x3_backward(top_diff, sh, sw, dx):
     pooled_w = top_diff.shape[3]
     hw = height * width
     phw = pooled_h * pooled_w
-    ph_in = min(pooled_h, (height - 3) // sh + 1)
-    pw_in = min(pooled_w, (width - 3) // sw + 1)
+    ph_in, pw_in = _inside_windows(height, width, pooled_h, pooled_w, 3, sh, sw)
     w2 = 2 * width
     for plane in prange(n_img * chans):
         xb = plane * hw
