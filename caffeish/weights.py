@@ -22,20 +22,27 @@ def _legacy_equal(want, got):
 
 def copy_weights(net, source, log=True) -> dict:
     """Copy blobs from ``source`` (a path or a NetParameter Msg) into ``net``'s same-named layers.
+    A path ending in .h5 is read as Caffe's HDF5 weights (io/hdf5_snapshot.py).
 
     Returns {'copied': [...], 'skipped': [...], 'not_in_file': [...]}: layers whose weights were
     copied, layers of the file absent from the net, and the net's parametrised layers that the
     file did not have (left at their fillers).
     """
     from .io.formats import layer_blobs, read_netparameter
+    from .io.hdf5_snapshot import is_hdf5, read_net_hdf5
     from .zoo_paths import resolve_weights
     if not isinstance(source, Msg):
         source = resolve_weights(os.fspath(source))
     label = source if not isinstance(source, Msg) else "<NetParameter>"
-    param = read_netparameter(source) if not isinstance(source, Msg) else source
+    if isinstance(source, Msg):
+        entries = layer_blobs(source)
+    elif is_hdf5(source):
+        entries = read_net_hdf5(source)
+    else:
+        entries = layer_blobs(read_netparameter(source))
     copied, skipped, problems = [], [], []
     plan = []
-    for name, typ, arrays in layer_blobs(param):
+    for name, typ, arrays in entries:
         layer = net.layer_dict.get(name)
         if layer is None:
             skipped.append(name)

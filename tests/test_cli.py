@@ -118,6 +118,28 @@ def test_train_logs_tests_and_snapshots(workdir):
     assert "conv1" in r.output and "Average Forward-Backward" in r.output
 
 
+def test_hdf5_snapshots_resume_and_test_from_the_cli(workdir):
+    h5py = pytest.importorskip("h5py", reason="snapshot_format HDF5 needs h5py (caffeish[hdf5])")
+    solver = (workdir / "solver.yaml").read_text() + "snapshot_format: HDF5\n"
+    (workdir / "solver.yaml").write_text(solver)
+    assert run("train", "--solver", "solver.yaml").exit_code == 0
+    assert not (workdir / "snap/tiny_iter_40.caffemodel").exists()
+    with h5py.File(workdir / "snap/tiny_iter_40.caffemodel.h5", "r") as f:
+        want = {k: [f[f"data/{k}/{j}"][()] for j in range(len(f[f"data/{k}"]))]
+                for k in f["data"]}
+    assert {"conv1", "ip1"} <= want.keys()
+    r = run("train", "--solver", "solver.yaml", "--snapshot", "snap/tiny_iter_20.solverstate.h5")
+    assert r.exit_code == 0, r.output
+    with h5py.File(workdir / "snap/tiny_iter_40.caffemodel.h5", "r") as f:
+        for k, arrays in want.items():
+            for j, a in enumerate(arrays):
+                np.testing.assert_array_equal(f[f"data/{k}/{j}"][()], a)
+    r = run("test", "--model", "net.yaml", "--weights", "snap/tiny_iter_40.caffemodel.h5",
+            "--iterations", "3")
+    assert r.exit_code == 0, r.output
+    assert float(re.search(r"^accuracy = ([\d.]+)$", r.output, re.M).group(1)) >= 0.9
+
+
 def test_finetune_copies_by_name_and_reinitialises_renamed_layers(workdir):
     assert run("train", "--solver", "solver.yaml").exit_code == 0
     ft_net = NET.replace("name: ip1", "name: ip1_new").replace("num_output: 3", "num_output: 3")

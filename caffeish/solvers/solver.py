@@ -126,10 +126,14 @@ class Solver:
         if p.regularization_type not in ("L1", "L2"):
             raise ConfigError(f"{p.where('regularization_type')}: solver: regularization_type "
                               f"must be L1 or L2, got '{p.regularization_type}'")
-        if p.snapshot_format == "HDF5":
-            logger.warning(f"{p.where('snapshot_format') or 'solver'}: snapshot_format HDF5 is not "
-                           f"supported; snapshots are written as binary protos (.caffemodel / "
-                           f".solverstate), which Caffe reads too")
+        if p.snapshot_format == "HDF5" and p.snapshot:
+            try:
+                import h5py  # noqa: F401
+            except ImportError:
+                raise ConfigError(f"{p.where('snapshot_format') or 'solver'}: snapshot_format "
+                                  f"HDF5 needs the h5py package, which is not installed: pip "
+                                  f"install 'caffeish[hdf5]' (or use snapshot_format: "
+                                  f"BINARYPROTO)") from None
         if p.snapshot and not p.has("snapshot_prefix"):
             raise ConfigError(f"{p.where('snapshot')}: solver: snapshot is set but "
                               f"snapshot_prefix is not; add snapshot_prefix: <path prefix>")
@@ -440,7 +444,8 @@ class Solver:
     def snapshot_paths(self, it=None):
         it = self.iter if it is None else it
         prefix = self.param.snapshot_prefix
-        return f"{prefix}_iter_{it}.caffemodel", f"{prefix}_iter_{it}.solverstate"
+        ext = ".h5" if self.param.snapshot_format == "HDF5" else ""
+        return f"{prefix}_iter_{it}.caffemodel{ext}", f"{prefix}_iter_{it}.solverstate{ext}"
 
     def snapshot(self):
         from ..io.formats import array_to_blob, write_solverstate
@@ -448,6 +453,18 @@ class Solver:
         d = os.path.dirname(model_path)
         if d:
             os.makedirs(d, exist_ok=True)
+        extra = {"format": 1, "train": self.net.get_state(),
+                 "test": [n.get_state() for n in self.test_nets],
+                 "global_rng": _np_global_state(), "losses": list(self.losses)}
+        extra = json.dumps(extra, default=_json_default).encode()
+        if self.param.snapshot_format == "HDF5":
+            from ..io import hdf5_snapshot as h5
+            logger.info(f"Snapshotting to HDF5 file {model_path}")
+            h5.save_net_hdf5(self.net, model_path, with_diff=bool(self.param.snapshot_diff))
+            logger.info(f"Snapshotting solver state to HDF5 file {state_path}")
+            h5.save_solverstate_hdf5(state_path, self.iter, model_path, self.current_step,
+                                     [h.data_readonly() for h in self.history_blobs], extra)
+            return model_path, state_path
         logger.info(f"Snapshotting to binary proto file {model_path}")
         from ..weights import save_caffemodel
         save_caffemodel(self.net, model_path, with_diff=bool(self.param.snapshot_diff))
@@ -457,10 +474,7 @@ class Solver:
         state.set("current_step", self.current_step)
         state.set("history", [array_to_blob(h.data_readonly().astype(np.float32))
                               for h in self.history_blobs])
-        extra = {"format": 1, "train": self.net.get_state(),
-                 "test": [n.get_state() for n in self.test_nets],
-                 "global_rng": _np_global_state(), "losses": list(self.losses)}
-        state.set("caffeish_state", json.dumps(extra, default=_json_default).encode())
+        state.set("caffeish_state", extra)
         logger.info(f"Snapshotting solver state to binary proto file {state_path}")
         write_solverstate(state, state_path)
         return model_path, state_path
@@ -472,7 +486,9 @@ class Solver:
             raise CaffeishError(f"{state_path}: solver state not found (pass the .solverstate "
                                 f"file written by a snapshot)")
         logger.info(f"Restoring previous solver status from {state_path}")
-        st = read_solverstate(state_path)
+        from ..io.hdf5_snapshot import is_hdf5, read_solverstate_hdf5
+        st = read_solverstate_hdf5(state_path) if is_hdf5(state_path) else \
+            read_solverstate(state_path)
         self.iter = int(st.iter)
         self.current_step = int(st.current_step)
         if st.learned_net:
