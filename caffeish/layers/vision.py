@@ -90,7 +90,9 @@ class ConvolutionLayer(_ConvGeometry):
 
     Compute: a chunk of images is unrolled into columns ``(C*kh*kw, n*OH*OW)`` so one GEMM per
     group covers the whole chunk; chunks are as large as ``col_budget`` elements allow (one chunk
-    for ordinary batches). The columns of a single-chunk forward are reused by backward.
+    for ordinary batches). The columns of a single-chunk forward are reused by backward. On the
+    CPU, 5x5 stride-1 convolutions with 16+ channels in and out run their forward pass and input
+    gradient by Winograd's F(2x2, 5x5) instead, unless ``engine: CAFFE``.
     """
 
     min_bottoms = 1
@@ -120,6 +122,9 @@ class ConvolutionLayer(_ConvGeometry):
             raise self.config_error(f"num_output ({self.num_output}) is not a multiple of "
                                     f"group ({self.group})", "num_output")
         self.bias_term = bool(p.bias_term)
+        # engine CAFFE: im2col + GEMM always (bit-for-bit the classic path); DEFAULT / CUDNN: the
+        # CPU may run 5x5 stride-1 convolutions by Winograd's F(2x2, 5x5) (backend/cpu/winograd.py)
+        self.algo = "im2col" if p.engine == "CAFFE" else "auto"
         wshape = self._weight_shape()
         if self.blobs:
             want = 2 if self.bias_term else 1
@@ -225,7 +230,7 @@ class ConvolutionLayer(_ConvGeometry):
         col, res = self._col.dev_data, self._res.dev_data
         for b, t in zip(bottom, top):
             kept = be.conv_forward(self._views(b.dev_data), w, bias, self.bias_term, geom, col,
-                                   res, t.dev_data)
+                                   res, t.dev_data, algo=self.algo)
         self._col_valid = len(bottom) == 1 and bool(kept)
 
     def backward(self, top, propagate_down, bottom):
@@ -238,7 +243,7 @@ class ConvolutionLayer(_ConvGeometry):
         for i, (b, t) in enumerate(zip(bottom, top)):
             dx = self._views(b.dev_diff) if propagate_down[i] else None
             be.conv_backward(self._views(b.dev_data), w, t.dev_diff, wdiff, bdiff, dx, geom, col,
-                             res, self._col_valid)
+                             res, self._col_valid, algo=self.algo)
             self._col_valid = False
 
 

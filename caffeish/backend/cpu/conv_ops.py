@@ -23,6 +23,7 @@ import threading
 import numpy as np
 
 from ..conv_common import batched_backward, batched_forward
+from . import winograd
 from .threads import run_blocks, workers
 from .vision import col2im_padded_serial, im2col_padded_serial
 
@@ -88,12 +89,29 @@ def _layout(x, w, geom, n):
     return ohw, krows, g, n_out, k
 
 
-def conv_forward(x, w, bias, use_bias, geom, col, res, y):
+def _use_winograd(algo, x, w, geom):
+    g = w.shape[0] if w.ndim == 3 else 1
+    return algo == "auto" and winograd.eligible(x.shape, w.shape[-2] * g, geom, g)
+
+
+def _filters(x, w, geom):
+    """w (O, C*kh*kw) as (O, C, kh, kw)."""
+    return w.reshape(w.shape[0], x.shape[1], geom[0], geom[1])
+
+
+def conv_forward(x, w, bias, use_bias, geom, col, res, y, algo="auto"):
     """y (N, O, OH, OW) = conv(x (N, C, H, W), w (O, K) or grouped (G, O/G, K/G)) + bias.
-    col / res are the layer's scratch (used by the batched path). Returns whether the column
-    buffer holds the whole batch's columns afterwards (backward may then skip im2col)."""
+    col / res are the layer's scratch (used by the batched path). algo "auto" lets 5x5 stride-1
+    convolutions with 16+ channels run by Winograd's F(2x2, 5x5) (winograd.py); "im2col" keeps
+    them on im2col + GEMM. Returns whether the column buffer holds the whole batch's columns
+    afterwards (backward may then skip im2col)."""
     n = x.shape[0]
     nw = workers()
+    if _use_winograd(algo, x, w, geom):
+        b = bias if use_bias else np.zeros(w.shape[0], x.dtype)
+        winograd.conv_winograd(x, winograd.filter_transform(_filters(x, w, geom), x.dtype), b,
+                               y, geom[4], geom[5], _buffer, run_blocks, nw)
+        return False
     if nw > 1 and n < nw:
         from .. import cpu
         return batched_forward(cpu, x, w, bias, use_bias, geom, col, res, y)
@@ -128,11 +146,29 @@ def conv_forward(x, w, bias, use_bias, geom, col, res, y):
     return False
 
 
-def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid):
+def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid, algo="auto"):
     """Accumulate the weight gradient into wdiff and (bdiff not None) the bias gradient into
-    bdiff; (dx not None) overwrite dx with the input gradient."""
+    bdiff; (dx not None) overwrite dx with the input gradient. algo: see conv_forward; by
+    Winograd, the input gradient of a 5x5 stride-1 convolution padded by p is the 5x5
+    convolution of dy padded by 4 - p with the flipped, transposed filters, and the weight
+    gradient (outputs of 16x16 and more) is F(5x5, 2x2) on the forward's input tiles."""
     n = x.shape[0]
     nw = workers()
+    if _use_winograd(algo, x, w, geom):
+        dy4 = dy.reshape(n, w.shape[0], geom[8], geom[9])
+        if winograd.wgrad_eligible(geom):
+            dw = winograd.conv_winograd_wgrad(x, dy4, geom[4], geom[5], _buffer, run_blocks, nw)
+            wdiff += dw.reshape(wdiff.shape).astype(wdiff.dtype)
+            if bdiff is not None:
+                bdiff += dy4.sum(axis=(0, 2, 3), dtype=np.float64).astype(bdiff.dtype)
+        else:
+            conv_backward(x, w, dy, wdiff, bdiff, None, geom, col, res, col_valid, "im2col")
+        if dx is not None:
+            winograd.conv_winograd(
+                dy4, winograd.data_filter_transform(_filters(x, w, geom), x.dtype),
+                np.zeros(x.shape[1], x.dtype), dx, 4 - geom[4], 4 - geom[5], _buffer, run_blocks,
+                nw)
+        return
     if nw > 1 and n < nw:
         from .. import cpu
         return batched_backward(cpu, x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid)

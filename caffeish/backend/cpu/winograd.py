@@ -1,0 +1,414 @@
+"""5x5 stride-1 convolutions on the CPU by Winograd's minimal filtering, F(2x2, 5x5).
+
+Each 6x6 tile of the zero-padded input gives a 2x2 tile of the output: the tile is transformed,
+V = B^T d B, the filter too, U = G g G^T, the 36 element-wise products are summed over the input
+channels (36 GEMMs, (Cout x Cin) @ (Cin x tiles)) and each output tile is A^T M A. That is 36
+multiplications per 4 outputs per channel pair where im2col's GEMM does 100, for the forward pass
+and for the input gradient (the same kind of convolution, of the top gradient with the flipped,
+transposed filters). The weight gradient is F(5x5, 2x2) on the same 6x6 input tiles (same B^T):
+each against the 2x2 tile of the top gradient at its place, the products summed over every
+tile of every image (36 GEMMs, (Cout x tiles) @ (tiles x Cin)), and A^T M A taken once.
+
+The matrices come from the points 0, 1, -1, 2, -2 and infinity (Lavin & Gray's construction,
+`winograd_matrices` builds them exactly); the transforms below are written out from them, and
+the tests check them against it. In float32 the outputs differ from im2col's by a few 1e-6 of
+the output's largest magnitude (im2col: a few 1e-7); `engine: CAFFE` in convolution_param asks
+for im2col.
+
+Layout, per image block of k images: a tile row of the input transform is computed for all
+th + 2 tile rows that the 6-row tiles reach (S = (th+2)*tw entries per image), so that every
+transform loop runs over one long flat range (loops of a few dozen iterations cost numba's
+vectorized code more in set-up than in work: 5x, measured). The transformed input is
+V[position, c, img*S + t], the GEMM output M[position, o, img*S + t]; the last 2*tw entries of
+each image are not tiles of the output and are never read back. With one image per block the
+GEMMs skip them; with several (small images), they compute them (th + 2 rows for th).
+"""
+from __future__ import annotations
+
+import functools
+from fractions import Fraction
+
+import numpy as np
+from numba import njit
+
+# No __all__: these are conv_ops' helpers, not backend ops (those have CUDA twins).
+
+_R = 5                  # filter size
+_M = 2                  # output tile size
+_N = _M + _R - 1        # input tile size, 6
+_POINTS = (0, 1, -1, 2, -2)
+_MIN_TILES = 64         # tiles per GEMM: images with fewer go several to a block
+# the weight gradient's GEMMs sum over tiles: blocks of at least this many (CIFAR10-quick's
+# conv2, 64 tiles per image: 4 images a block, 7.1 ms against 8.5 with one, 9.7 by im2col)
+_MIN_TILES_WGRAD = 256
+
+
+def winograd_matrices(m: int, r: int, points) -> tuple:
+    """A^T (m x n), G (n x r) and B^T (n x n) of F(m, r), n = m + r - 1, for the n - 1 finite
+    interpolation points given and infinity, as lists of lists of Fractions (exact). With them,
+    y = A^T [(G g) * (B^T d)] is the correlation y_j = sum_k g_k d_(j+k), j < m."""
+    n = m + r - 1
+    pts = [Fraction(p) for p in points]
+    if len(pts) != n - 1 or len(set(pts)) != len(pts):
+        raise ValueError(f"F({m}, {r}) needs {n - 1} distinct finite points")
+
+    def poly(roots):        # coefficients, lowest degree first, of prod (x - root)
+        c = [Fraction(1)]
+        for rt in roots:
+            c = [Fraction(0)] + c
+            for t in range(len(c) - 1):
+                c[t] -= rt * c[t + 1]
+        return c
+
+    at = [[p ** j for p in pts] + [Fraction(int(j == m - 1))] for j in range(m)]
+    g = []
+    for i, p in enumerate(pts):
+        f = Fraction(1)
+        for j, q in enumerate(pts):
+            if j != i:
+                f *= p - q
+        g.append([p ** k / f for k in range(r)])
+    g.append([Fraction(int(k == r - 1)) for k in range(r)])
+    bt = []
+    for i in range(n - 1):
+        c = poly([q for j, q in enumerate(pts) if j != i])
+        bt.append(c + [Fraction(0)] * (n - len(c)))
+    bt.append(poly(pts))
+    return at, g, bt
+
+
+_G = np.array([[float(v) for v in row] for row in winograd_matrices(_M, _R, _POINTS)[1]])
+# the weight gradient is F(5x5, 2x2) on the same 6x6 input tiles: its B^T is the same matrix
+_AT5, _G2, _BT5 = winograd_matrices(_R, _M, _POINTS)
+assert _BT5 == winograd_matrices(_M, _R, _POINTS)[2]
+_A5 = np.array([[float(v) for v in row] for row in _AT5]).T        # (6, 5)
+
+
+def eligible(x_shape, n_out: int, geom, group: int) -> bool:
+    """Whether conv_winograd computes this convolution, and is worth it: 5x5, stride 1, no
+    dilation, one group, padding of at most 4 on each side (so that the input gradient is a
+    convolution of the same kind), at least 16 channels in and out (with CIFAR10-quick's 3
+    input channels the transforms cost more than the GEMM work they save) and outputs of at
+    least 8x8 (fewer tiles per image make the GEMMs too small)."""
+    kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = geom
+    return (group == 1 and kh == _R and kw == _R and sh == 1 and sw == 1 and dh == 1
+            and dw == 1 and 0 <= ph < _R and 0 <= pw < _R and oh >= 8 and ow >= 8
+            and x_shape[1] >= 16 and n_out >= 16)
+
+
+def wgrad_eligible(geom) -> bool:
+    """Whether conv_winograd_wgrad is worth it for an eligible convolution: outputs of at least
+    64 tiles (16x16). With fewer, the 2*tw entries per image that are not tiles are a large
+    share of the GEMMs (8x8 outputs: a third) and im2col was faster (4.2 against 4.7 ms on
+    CIFAR10-quick's conv3)."""
+    oh, ow = geom[8], geom[9]
+    return -(-oh // _M) * -(-ow // _M) >= 64
+
+
+def filter_transform(w: np.ndarray, dtype) -> np.ndarray:
+    """U (36, O, C) = G w G^T for each of w's (O, C, 5, 5) filters, position-major (computed in
+    float64)."""
+    o, c = w.shape[:2]
+    u = np.matmul(np.matmul(_G, w.reshape(o * c, _R, _R).astype(np.float64)), _G.T)
+    return np.ascontiguousarray(u.reshape(o, c, _N * _N).transpose(2, 0, 1), dtype=dtype)
+
+
+def data_filter_transform(w: np.ndarray, dtype) -> np.ndarray:
+    """U of the convolution that gives the input gradient: the filters (O, C, 5, 5) transposed
+    to (C, O) and turned by 180 degrees."""
+    return filter_transform(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1], dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _plan(h: int, w: int, ph: int, pw: int):
+    """Tile geometry and the gather / scatter tables for (h, w) planes padded by (ph, pw)."""
+    oh, ow = h + 2 * ph - _R + 1, w + 2 * pw - _R + 1
+    th, tw = -(-oh // _M), -(-ow // _M)
+    s = (th + 2) * tw
+    q = np.arange(th + 2)[:, None]
+    tx = np.arange(tw)[None, :]
+    # src[j, p*S + q*tw + tx]: the pixel at padded row 2q + p, padded column 2tx + j (-1: a zero)
+    src = np.empty((_N, 2 * s), np.int32)
+    for p in range(2):
+        sy = 2 * q + p - ph
+        for j in range(_N):
+            sx = 2 * tx + j - pw
+            ok = (sy >= 0) & (sy < h) & (sx >= 0) & (sx < w)
+            src[j, p * s:(p + 1) * s] = np.where(ok, sy * w + sx, -1).ravel()
+    # dst[u, v, ty*tw + tx]: where output (2ty + u, 2tx + v) goes in the plane (-1: outside)
+    ty = np.arange(th)[:, None]
+    dst = np.empty((2, 2, th * tw), np.int32)
+    for u in range(2):
+        for v in range(2):
+            oy, ox = 2 * ty + u, 2 * tx + v
+            dst[u, v] = np.where((oy < oh) & (ox < ow), oy * ow + ox, -1).ravel()
+    return oh, ow, th, tw, s, src, dst
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def _transform_in(x, src, s, tw, v, d, r):
+    """v[6b + a, c, img*S + t] = (B^T d B)[b, a] for tile t = ty*tw + tx of image img, channel c
+    (x: (k, C, H, W); d: (6, 2S) and r: (2, 6, C*kS + 2tw) scratch, r's tails zero)."""
+    k, chans = x.shape[0], x.shape[1]
+    f2 = x.dtype.type(2)
+    f4 = x.dtype.type(4)
+    f5 = x.dtype.type(5)
+    z = x.dtype.type(0)
+    ks = k * s
+    for c in range(chans):
+        for img in range(k):
+            xf = x[img, c].ravel()
+            for j in range(6):
+                sj = src[j]
+                dj = d[j]
+                for u in range(2 * s):
+                    i = sj[u]
+                    dj[u] = xf[i] if i >= 0 else z
+            # along the rows: six values per (padded row, tile column)
+            o = c * ks + img * s
+            for p in range(2):
+                d0 = d[0, p * s:(p + 1) * s]
+                d1 = d[1, p * s:(p + 1) * s]
+                d2 = d[2, p * s:(p + 1) * s]
+                d3 = d[3, p * s:(p + 1) * s]
+                d4 = d[4, p * s:(p + 1) * s]
+                d5 = d[5, p * s:(p + 1) * s]
+                o0 = r[p, 0, o:o + s]
+                o1 = r[p, 1, o:o + s]
+                o2 = r[p, 2, o:o + s]
+                o3 = r[p, 3, o:o + s]
+                o4 = r[p, 4, o:o + s]
+                o5 = r[p, 5, o:o + s]
+                for u in range(s):
+                    a0 = d0[u]
+                    a1 = d1[u]
+                    a2 = d2[u]
+                    a3 = d3[u]
+                    a4 = d4[u]
+                    a5 = d5[u]
+                    o0[u] = f4 * a0 - f5 * a2 + a4
+                    o1[u] = a3 + a4 - f4 * (a1 + a2)
+                    o2[u] = f4 * (a1 - a2) - a3 + a4
+                    o3[u] = a4 - a2 - f2 * (a1 - a3)
+                    o4[u] = f2 * (a1 - a3) - a2 + a4
+                    o5[u] = f4 * a1 - f5 * a3 + a5
+    # down the columns, every channel and image at once: padded rows 2ty..2ty+5 of a tile are
+    # r[even / odd][t], [t + tw], [t + 2tw]
+    n = chans * ks
+    for a in range(6):
+        e0 = r[0, a, 0:n]
+        q0 = r[1, a, 0:n]
+        e1 = r[0, a, tw:tw + n]
+        q1 = r[1, a, tw:tw + n]
+        e2 = r[0, a, 2 * tw:2 * tw + n]
+        q2 = r[1, a, 2 * tw:2 * tw + n]
+        w0 = v[a].ravel()
+        w1 = v[6 + a].ravel()
+        w2 = v[12 + a].ravel()
+        w3 = v[18 + a].ravel()
+        w4 = v[24 + a].ravel()
+        w5 = v[30 + a].ravel()
+        for j in range(n):
+            r0 = e0[j]
+            r1 = q0[j]
+            r2 = e1[j]
+            r3 = q1[j]
+            r4 = e2[j]
+            r5 = q2[j]
+            w0[j] = f4 * r0 - f5 * r2 + r4
+            w1[j] = r3 + r4 - f4 * (r1 + r2)
+            w2[j] = f4 * (r1 - r2) - r3 + r4
+            w3[j] = r4 - r2 - f2 * (r1 - r3)
+            w4[j] = f2 * (r1 - r3) - r2 + r4
+            w5[j] = f4 * r1 - f5 * r3 + r5
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def _transform_out(m, bias, s, dst, y, sv, yt):
+    """y[img, o, 2ty + u, 2tx + v] = bias[o] + (A^T M A)[u, v], M[b, a] = m[6b + a, o, img*S + t]
+    for tile t = ty*tw + tx (m: (36, O, kS); sv: (2, 6, O*kS) and yt: (2, 2, O*kS) scratch)."""
+    k, n_out = y.shape[0], y.shape[1]
+    ks = m.shape[2]
+    n = n_out * ks
+    tiles = dst.shape[2]
+    f2 = m.dtype.type(2)
+    for a in range(6):           # down the columns
+        m0 = m[a].ravel()
+        m1 = m[6 + a].ravel()
+        m2 = m[12 + a].ravel()
+        m3 = m[18 + a].ravel()
+        m4 = m[24 + a].ravel()
+        m5 = m[30 + a].ravel()
+        s0 = sv[0, a]
+        s1 = sv[1, a]
+        for j in range(n):
+            b0 = m0[j]
+            b1 = m1[j]
+            b2 = m2[j]
+            b3 = m3[j]
+            b4 = m4[j]
+            b5 = m5[j]
+            s0[j] = b0 + b1 + b2 + b3 + b4
+            s1[j] = (b1 - b2) + f2 * (b3 - b4) + b5
+    for u in range(2):           # along the rows
+        c0 = sv[u, 0]
+        c1 = sv[u, 1]
+        c2 = sv[u, 2]
+        c3 = sv[u, 3]
+        c4 = sv[u, 4]
+        c5 = sv[u, 5]
+        y0 = yt[u, 0]
+        y1 = yt[u, 1]
+        for j in range(n):
+            a0 = c0[j]
+            a1 = c1[j]
+            a2 = c2[j]
+            a3 = c3[j]
+            a4 = c4[j]
+            a5 = c5[j]
+            y0[j] = a0 + a1 + a2 + a3 + a4
+            y1[j] = (a1 - a2) + f2 * (a3 - a4) + a5
+    for o in range(n_out):
+        bo = bias[o]
+        for img in range(k):
+            yf = y[img, o].ravel()
+            base = o * ks + img * s
+            for u in range(2):
+                for vv in range(2):
+                    di = dst[u, vv]
+                    src = yt[u, vv, base:base + tiles]
+                    for t in range(tiles):
+                        i = di[t]
+                        if i >= 0:
+                            yf[i] = src[t] + bo
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def _transform_dy(dy, dst, s, ud, dd, e):
+    """ud[6i + j, o, img*S + t] = (G D G^T)[i, j] of F(5x5, 2x2), D the 2x2 tile t of dy[img, o]
+    (zero past its edges; zero for t >= tiles, the entries that are not tiles). dd: (4, O*kS)
+    and e: (2, 6, O*kS) scratch."""
+    k, n_out = dy.shape[0], dy.shape[1]
+    ks = ud.shape[2]
+    n = n_out * ks
+    tiles = dst.shape[2]
+    z = dy.dtype.type(0)
+    c4 = dy.dtype.type(0.25)
+    c6 = dy.dtype.type(1.0 / 6.0)
+    c12 = dy.dtype.type(1.0 / 12.0)
+    c24 = dy.dtype.type(1.0 / 24.0)
+    for o in range(n_out):
+        for img in range(k):
+            yf = dy[img, o].ravel()
+            base = o * ks + img * s
+            for uv in range(4):
+                di = dst[uv // 2, uv % 2]
+                d = dd[uv, base:base + s]
+                for t in range(tiles):
+                    i = di[t]
+                    d[t] = yf[i] if i >= 0 else z
+                for t in range(tiles, s):
+                    d[t] = z
+    for v in range(2):           # down the columns: e[v, i] = sum_u G[i, u] D[u, v]
+        d0 = dd[v]
+        d1 = dd[2 + v]
+        e0 = e[v, 0]
+        e1 = e[v, 1]
+        e2 = e[v, 2]
+        e3 = e[v, 3]
+        e4 = e[v, 4]
+        e5 = e[v, 5]
+        for j in range(n):
+            a = d0[j]
+            b = d1[j]
+            e0[j] = c4 * a
+            e1[j] = -c6 * (a + b)
+            e2[j] = c6 * (b - a)
+            e3[j] = c24 * a + c12 * b
+            e4[j] = c24 * a - c12 * b
+            e5[j] = b
+    for i in range(6):           # along the rows: ud[6i + j] = sum_v G[j, v] e[v, i]
+        ea = e[0, i]
+        eb = e[1, i]
+        w0 = ud[6 * i].ravel()
+        w1 = ud[6 * i + 1].ravel()
+        w2 = ud[6 * i + 2].ravel()
+        w3 = ud[6 * i + 3].ravel()
+        w4 = ud[6 * i + 4].ravel()
+        w5 = ud[6 * i + 5].ravel()
+        for j in range(n):
+            a = ea[j]
+            b = eb[j]
+            w0[j] = c4 * a
+            w1[j] = -c6 * (a + b)
+            w2[j] = c6 * (b - a)
+            w3[j] = c24 * a + c12 * b
+            w4[j] = c24 * a - c12 * b
+            w5[j] = b
+
+
+def conv_winograd(x, u, bias, y, ph, pw, buffer, run_blocks, nw):
+    """y (N, O, OH, OW) = the 5x5 stride-1 convolution of x (N, C, H, W) zero-padded by (ph, pw)
+    whose filters' transform is u (36, O, C), plus bias (O,). The images are split into nw
+    contiguous blocks, one per worker (run_blocks); a worker transforms one image (or a few
+    small ones) at a time into its scratch (buffer(name, shape, dtype)), runs the 36 GEMMs on
+    its single-threaded BLAS and transforms back."""
+    n, c, h, w = x.shape
+    o = u.shape[1]
+    oh, ow, th, tw, s, src, dst = _plan(h, w, ph, pw)
+    tiles = th * tw
+    k = max(1, min(n, -(-_MIN_TILES // tiles)))
+    dt = x.dtype
+    # a GEMM reads / writes the first `cols` entries of each image block's rows
+    # (one image: its tiles only; several: everything, the tail rows included)
+
+    def work(n0, n1):
+        d = buffer("wino_d", (_N, 2 * s), dt)
+        for a in range(n0, n1, k):
+            b = min(n1, a + k)
+            ks = (b - a) * s
+            cols = tiles if b - a == 1 else ks
+            r = buffer("wino_r", (2, 6, c * ks + 2 * tw), dt)
+            r[:, :, c * ks:] = 0
+            v = buffer("wino_v", (_N * _N, c, ks), dt)
+            m = buffer("wino_m", (_N * _N, o, ks), dt)
+            _transform_in(x[a:b], src, s, tw, v, d, r)
+            np.matmul(u, v[:, :, :cols], out=m[:, :, :cols])
+            _transform_out(m, bias, s, dst, y[a:b], buffer("wino_s", (2, 6, o * ks), dt),
+                           buffer("wino_y", (2, 2, o * ks), dt))
+    run_blocks(work, n, nw)
+
+
+def conv_winograd_wgrad(x, dy, ph, pw, buffer, run_blocks, nw):
+    """The weight gradient sum_n corr(x_n padded by (ph, pw), dy_n) of a 5x5 stride-1
+    convolution, (O, C, 5, 5) in float64, by F(5x5, 2x2): each 6x6 input tile (the forward's
+    tiles and transform) against the 2x2 tile of dy at the same place; the 36 products summed
+    over all tiles of all images are 36 GEMMs (O x tiles) @ (tiles x C) per block of images,
+    and A^T M A, once, gives the 5x5 filters' gradient."""
+    n, c, h, w = x.shape
+    o = dy.shape[1]
+    oh, ow, th, tw, s, src, dst = _plan(h, w, ph, pw)
+    tiles = th * tw
+    k = max(1, min(n, -(-_MIN_TILES_WGRAD // tiles)))
+    dt = x.dtype
+
+    def work(n0, n1):
+        acc = np.zeros((_N * _N, o, c), np.float64)
+        part = buffer("wino_w", (_N * _N, o, c), dt)
+        d = buffer("wino_d", (_N, 2 * s), dt)
+        for a in range(n0, n1, k):
+            b = min(n1, a + k)
+            ks = (b - a) * s
+            cols = tiles if b - a == 1 else ks
+            r = buffer("wino_r", (2, 6, c * ks + 2 * tw), dt)
+            r[:, :, c * ks:] = 0
+            v = buffer("wino_v", (_N * _N, c, ks), dt)
+            ud = buffer("wino_m", (_N * _N, o, ks), dt)
+            _transform_in(x[a:b], src, s, tw, v, d, r)
+            _transform_dy(dy[a:b], dst, s, ud, buffer("wino_dd", (4, o * ks), dt),
+                          buffer("wino_e", (2, 6, o * ks), dt))
+            np.matmul(ud[:, :, :cols], v[:, :, :cols].transpose(0, 2, 1), out=part)
+            acc += part
+        return acc
+    m = sum(run_blocks(work, n, nw)).reshape(_N, _N, o, c).transpose(2, 3, 0, 1)
+    return np.matmul(np.matmul(_A5.T, m), _A5)

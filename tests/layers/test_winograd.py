@@ -1,0 +1,200 @@
+"""Winograd F(2x2, 5x5) on the CPU (backend/cpu/winograd.py): the matrices, the hand-written
+transforms against them, convolutions against a direct reference, gradients, the engine choice."""
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from caffeish.backend.cpu import winograd as W
+from caffeish.backend.cpu.conv_ops import _buffer
+from caffeish.backend.cpu.threads import run_blocks
+from caffeish.testing import check_gradient_spec, forward_layer, make_layer, setup_layer, blobs_from
+
+
+def conv_direct(x, w, b, ph, pw):
+    """Cross-correlation by shifted windows in float64 (no Winograd, no im2col)."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    xp[:, :, ph:ph + h, pw:pw + wd] = x
+    oh, ow = h + 2 * ph - kh + 1, wd + 2 * pw - kw + 1
+    y = np.zeros((n, o, oh, ow))
+    for i in range(kh):
+        for j in range(kw):
+            y += np.einsum("oc,nchw->nohw", w[:, :, i, j].astype(np.float64),
+                           xp[:, :, i:i + oh, j:j + ow])
+    return y + (0 if b is None else np.asarray(b, np.float64).reshape(1, -1, 1, 1))
+
+
+@pytest.mark.parametrize("m,r", [(2, 5), (2, 3), (4, 3), (3, 2), (5, 2)])
+def test_matrices_compute_the_correlation_exactly(m, r):
+    pts = [0, 1, -1, 2, -2, Fraction(1, 2), -Fraction(1, 2)][:m + r - 2]
+    at, g, bt = W.winograd_matrices(m, r, pts)
+    n = m + r - 1
+    rng = np.random.default_rng(m * 10 + r)
+    for _ in range(3):
+        gv = [Fraction(int(v)) for v in rng.integers(-9, 10, r)]
+        dv = [Fraction(int(v)) for v in rng.integers(-9, 10, n)]
+        gg = [sum(g[i][k] * gv[k] for k in range(r)) for i in range(n)]
+        bd = [sum(bt[i][k] * dv[k] for k in range(n)) for i in range(n)]
+        y = [sum(at[j][i] * gg[i] * bd[i] for i in range(n)) for j in range(m)]
+        assert y == [sum(gv[k] * dv[j + k] for k in range(r)) for j in range(m)]
+
+
+def test_hand_written_transforms_are_the_matrices():
+    at, g, bt = (np.array([[float(v) for v in row] for row in mat])
+                 for mat in W.winograd_matrices(2, 5, (0, 1, -1, 2, -2)))
+    rng = np.random.default_rng(0)
+    # one 6x6 input tile: a 6x6 image, no padding -> a 2x2 output, one tile
+    x = rng.standard_normal((1, 2, 6, 6))
+    oh, ow, th, tw, s, src, dst = W._plan(6, 6, 0, 0)
+    assert (th, tw, s) == (1, 1, 3)
+    v = np.full((36, 2, s), np.nan)
+    r = np.zeros((2, 6, 2 * s + 2 * tw))
+    W._transform_in(x, src, s, tw, v, np.empty((6, 2 * s)), r)
+    for c in range(2):
+        np.testing.assert_allclose(v[:, c, 0], (bt @ x[0, c] @ bt.T).ravel(), atol=1e-12)
+    m = rng.standard_normal((36, 3, s))
+    y = np.full((1, 3, 2, 2), np.nan)
+    bias = np.array([0.5, -1.0, 2.0])
+    W._transform_out(m, bias, s, dst, y, np.empty((2, 6, 3 * s)), np.empty((2, 2, 3 * s)))
+    for o in range(3):
+        np.testing.assert_allclose(y[0, o], at @ m[:, o, 0].reshape(6, 6) @ at.T + bias[o],
+                                   atol=1e-12)
+    # the filter transform
+    w = rng.standard_normal((3, 2, 5, 5))
+    u = W.filter_transform(w, np.float64)
+    assert u.shape == (36, 3, 2)
+    np.testing.assert_allclose(u[:, 1, 0], (g @ w[1, 0] @ g.T).ravel(), atol=1e-12)
+
+
+# (N, C, H, W, O, ph, pw): one image per GEMM block (>= 64 tiles) and several (small images),
+# odd output sizes, every padding 0..4, fewer images than workers
+SHAPES = [(3, 16, 16, 16, 16, 2, 2), (5, 16, 7, 8, 17, 4, 3), (4, 17, 13, 11, 16, 0, 2),
+          (2, 16, 9, 12, 16, 1, 1), (1, 16, 18, 17, 16, 3, 0)]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
+@pytest.mark.parametrize("nw", [1, 2, 3])
+def test_conv_winograd_vs_direct(shape, nw):
+    n, c, h, wd, o, ph, pw = shape
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal((n, c, h, wd))
+    w = rng.standard_normal((o, c, 5, 5)) * 0.1
+    b = rng.standard_normal(o)
+    want = conv_direct(x, w, b, ph, pw)
+    for dt, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+        y = np.full(want.shape, np.nan, dt)
+        W.conv_winograd(x.astype(dt), W.filter_transform(w, dt), b.astype(dt), y, ph, pw,
+                        _buffer, run_blocks, nw)
+        err = np.abs(y - want).max() / np.abs(want).max()
+        assert err < tol, (dt, err)
+
+
+def wgrad_direct(x, dy, ph, pw):
+    """sum over images and positions of dy * the shifted padded input, float64."""
+    n, c, h, wd = x.shape
+    oh, ow = dy.shape[2:]
+    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    xp[:, :, ph:ph + h, pw:pw + wd] = x
+    dw = np.zeros((dy.shape[1], c, 5, 5))
+    for i in range(5):
+        for j in range(5):
+            dw[:, :, i, j] = np.einsum("nohw,nchw->oc", dy, xp[:, :, i:i + oh, j:j + ow])
+    return dw
+
+
+# one image per block, several (4 images of 64+ tiles), a short last block, odd sizes
+WGRAD_SHAPES = [(1, 16, 16, 16, 16, 2, 2), (6, 16, 16, 17, 17, 2, 1), (5, 17, 15, 16, 16, 3, 4),
+                (2, 16, 20, 20, 16, 0, 0)]
+
+
+@pytest.mark.parametrize("shape", WGRAD_SHAPES, ids=[str(s) for s in WGRAD_SHAPES])
+@pytest.mark.parametrize("nw", [1, 2])
+def test_conv_winograd_wgrad_vs_direct(shape, nw):
+    n, c, h, wd, o, ph, pw = shape
+    rng = np.random.default_rng(sum(shape) + 1)
+    x = rng.standard_normal((n, c, h, wd))
+    dy = rng.standard_normal((n, o, h + 2 * ph - 4, wd + 2 * pw - 4))
+    assert W.wgrad_eligible((5, 5, 1, 1, ph, pw, 1, 1) + dy.shape[2:])
+    want = wgrad_direct(x, dy, ph, pw)
+    for dt, tol in ((np.float64, 1e-12), (np.float32, 3e-5)):
+        got = W.conv_winograd_wgrad(x.astype(dt), dy.astype(dt), ph, pw, _buffer, run_blocks, nw)
+        assert got.shape == want.shape
+        err = np.abs(got - want).max() / np.abs(want).max()
+        assert err < tol, (dt, err)
+
+
+def wino_spec(engine=None, **p):
+    p = {"num_output": 16, "kernel_size": 5, "pad": 2, **p}
+    p.setdefault("weight_filler", {"type": "gaussian", "std": 0.1})
+    p.setdefault("bias_filler", {"type": "gaussian", "std": 0.3})
+    if engine:
+        p["engine"] = engine
+    return {"name": "conv", "type": "Convolution", "convolution_param": p}
+
+
+def test_eligibility():
+    geom = (5, 5, 1, 1, 2, 2, 1, 1, 16, 16)
+    assert W.eligible((2, 16, 16, 16), 16, geom, 1)
+    assert not W.eligible((2, 3, 16, 16), 32, geom, 1)          # too few input channels
+    assert not W.eligible((2, 32, 16, 16), 8, geom, 1)          # too few outputs
+    assert not W.eligible((2, 32, 16, 16), 32, geom, 2)         # groups
+    assert not W.eligible((2, 32, 16, 16), 32, (5, 5, 2, 2, 2, 2, 1, 1, 8, 8), 1)   # stride
+    assert not W.eligible((2, 32, 16, 16), 32, (3, 3, 1, 1, 1, 1, 1, 1, 16, 16), 1)  # 3x3
+    assert not W.eligible((2, 32, 16, 16), 32, (5, 5, 1, 1, 5, 5, 1, 1, 22, 22), 1)  # pad 5
+    assert not W.eligible((2, 32, 6, 6), 32, (5, 5, 1, 1, 2, 2, 1, 1, 6, 6), 1)      # < 8x8
+
+
+def test_layer_forward_default_engine_is_winograd_caffe_engine_is_im2col(wino_calls):
+    x = np.random.default_rng(5).standard_normal((2, 16, 9, 8))
+    calls = wino_calls
+    layer, bottom, top = forward_layer(wino_spec(), [x], dtype=np.float32)
+    assert calls
+    want = conv_direct(bottom[0].data.astype(np.float64), layer.blobs[0].data,
+                       layer.blobs[1].data, 2, 2)
+    np.testing.assert_allclose(top[0].data, want, rtol=2e-5, atol=2e-5 * np.abs(want).max())
+    calls.clear()
+    layer, bottom, top = forward_layer(wino_spec("CAFFE"), [x], dtype=np.float32)
+    assert not calls and layer.algo == "im2col"
+    np.testing.assert_allclose(top[0].data, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+
+
+@pytest.fixture
+def wino_calls(monkeypatch):
+    calls = []
+    real = W.conv_winograd
+    monkeypatch.setattr(W, "conv_winograd", lambda *a: calls.append(a[4:6]) or real(*a))
+    return calls
+
+
+def test_layer_gradient_through_winograd(wino_calls):
+    x = np.random.default_rng(6).standard_normal((2, 16, 6, 7))
+    check_gradient_spec(wino_spec(pad=3), [x], stepsize=1e-3, threshold=1e-5)
+    assert (3, 3) in wino_calls and (1, 1) in wino_calls    # forward, and input gradient
+
+
+@pytest.mark.parametrize("pad,size", [(0, 12), (2, 12), (4, 12), (2, 16), (1, 19)])
+def test_layer_backward_matches_im2col(pad, size, wino_calls, monkeypatch):
+    """Winograd's input gradient (the convolution of dy with the flipped filters, padded by
+    4 - pad) and, for outputs of 16x16 and more, its weight gradient (F(5x5, 2x2)), against
+    im2col's, float64."""
+    wgrad = []
+    real = W.conv_winograd_wgrad
+    monkeypatch.setattr(W, "conv_winograd_wgrad", lambda *a: wgrad.append(1) or real(*a))
+    rng = np.random.default_rng(pad)
+    x = rng.standard_normal((3, 16, size, size + 1))
+    out = []
+    for engine in (None, "CAFFE"):
+        layer = make_layer(wino_spec(engine, pad=pad), dtype=np.float64, seed=3)
+        bottom = blobs_from([x])
+        top = setup_layer(layer, bottom)
+        layer.forward(bottom, top)
+        top[0].diff[...] = np.random.default_rng(9).standard_normal(top[0].shape)
+        layer.backward(top, [True], bottom)
+        out.append((top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy(),
+                    layer.blobs[1].diff.copy()))
+    assert wino_calls == [(pad, pad), (4 - pad, 4 - pad)]   # the default engine's two passes
+    assert bool(wgrad) == (size + 2 * pad - 4 >= 16)
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * np.abs(b).max())
