@@ -102,8 +102,8 @@ def _filters(x, w, geom):
 def conv_forward(x, w, bias, use_bias, geom, col, res, y, algo="auto"):
     """y (N, O, OH, OW) = conv(x (N, C, H, W), w (O, K) or grouped (G, O/G, K/G)) + bias.
     col / res are the layer's scratch (used by the batched path). algo "auto" lets 5x5 stride-1
-    convolutions with 16+ channels run by Winograd's F(2x2, 5x5) (winograd.py); "im2col" keeps
-    them on im2col + GEMM. Returns whether the column buffer holds the whole batch's columns
+    convolutions with 16+ channels and 16x16+ outputs run by Winograd's F(2x2, 5x5)
+    (winograd.py); "im2col" keeps them on im2col + GEMM. Returns whether the column buffer holds the whole batch's columns
     afterwards (backward may then skip im2col)."""
     n = x.shape[0]
     nw = workers()
@@ -151,18 +151,15 @@ def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid, algo="a
     bdiff; (dx not None) overwrite dx with the input gradient. algo: see conv_forward; by
     Winograd, the input gradient of a 5x5 stride-1 convolution padded by p is the 5x5
     convolution of dy padded by 4 - p with the flipped, transposed filters, and the weight
-    gradient (outputs of 16x16 and more) is F(5x5, 2x2) on the forward's input tiles."""
+    gradient is F(5x5, 2x2) on the forward's input tiles."""
     n = x.shape[0]
     nw = workers()
     if _use_winograd(algo, x, w, geom):
         dy4 = dy.reshape(n, w.shape[0], geom[8], geom[9])
-        if winograd.wgrad_eligible(geom):
-            dw = winograd.conv_winograd_wgrad(x, dy4, geom[4], geom[5], _buffer, run_blocks, nw)
-            wdiff += dw.reshape(wdiff.shape).astype(wdiff.dtype)
-            if bdiff is not None:
-                bdiff += dy4.sum(axis=(0, 2, 3), dtype=np.float64).astype(bdiff.dtype)
-        else:
-            conv_backward(x, w, dy, wdiff, bdiff, None, geom, col, res, col_valid, "im2col")
+        dw = winograd.conv_winograd_wgrad(x, dy4, geom[4], geom[5], _buffer, run_blocks, nw)
+        wdiff += dw.reshape(wdiff.shape).astype(wdiff.dtype)
+        if bdiff is not None:
+            bdiff += dy4.sum(axis=(0, 2, 3), dtype=np.float64).astype(bdiff.dtype)
         if dx is not None:
             winograd.conv_winograd(
                 dy4, winograd.data_filter_transform(_filters(x, w, geom), x.dtype),

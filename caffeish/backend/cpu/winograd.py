@@ -85,24 +85,18 @@ _A5 = np.array([[float(v) for v in row] for row in _AT5]).T        # (6, 5)
 
 
 def eligible(x_shape, n_out: int, geom, group: int) -> bool:
-    """Whether conv_winograd computes this convolution, and is worth it: 5x5, stride 1, no
-    dilation, one group, padding of at most 4 on each side (so that the input gradient is a
-    convolution of the same kind), at least 16 channels in and out (with CIFAR10-quick's 3
-    input channels the transforms cost more than the GEMM work they save) and outputs of at
-    least 8x8 (fewer tiles per image make the GEMMs too small)."""
+    """Whether conv_winograd (and conv_winograd_wgrad) compute this convolution, and are worth
+    it: 5x5, stride 1, no dilation, one group, padding of at most 4 on each side (so that the
+    input gradient is a convolution of the same kind), at least 16 channels in and out (with
+    CIFAR10-quick's 3 input channels the transforms cost more than the GEMM work they save: 13
+    against 3.9 ms) and outputs of at least 64 2x2 tiles (16x16). With fewer tiles, the 2*tw
+    entries per image that are not tiles are a large share of the GEMMs (8x8 outputs: a third)
+    and the transforms' per-plane set-up shows: LeNet's conv2 (20 -> 50 channels, 8x8 outputs)
+    made its training step 14% slower, CIFAR10-quick's conv3 (8x8) was even."""
     kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = geom
     return (group == 1 and kh == _R and kw == _R and sh == 1 and sw == 1 and dh == 1
-            and dw == 1 and 0 <= ph < _R and 0 <= pw < _R and oh >= 8 and ow >= 8
-            and x_shape[1] >= 16 and n_out >= 16)
-
-
-def wgrad_eligible(geom) -> bool:
-    """Whether conv_winograd_wgrad is worth it for an eligible convolution: outputs of at least
-    64 tiles (16x16). With fewer, the 2*tw entries per image that are not tiles are a large
-    share of the GEMMs (8x8 outputs: a third) and im2col was faster (4.2 against 4.7 ms on
-    CIFAR10-quick's conv3)."""
-    oh, ow = geom[8], geom[9]
-    return -(-oh // _M) * -(-ow // _M) >= 64
+            and dw == 1 and 0 <= ph < _R and 0 <= pw < _R
+            and -(-oh // _M) * -(-ow // _M) >= 64 and x_shape[1] >= 16 and n_out >= 16)
 
 
 def filter_transform(w: np.ndarray, dtype) -> np.ndarray:
