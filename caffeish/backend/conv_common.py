@@ -45,9 +45,10 @@ def batched_backward(be, x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid):
         be.ncp_to_cnp(dy3[n0:n1], r)
         if bdiff is not None:
             be.channel_sum_ncp(dy3[n0:n1], bdiff)
-        if not (col_valid and chunk >= n):
-            be.im2col_batch(x[n0:n1], *geom, c)
-        be.conv_weight_grad(cg, rg, wdiff)
+        if wdiff is not None:       # None: the input gradient only
+            if not (col_valid and chunk >= n):
+                be.im2col_batch(x[n0:n1], *geom, c)
+            be.conv_weight_grad(cg, rg, wdiff)
         if dx is not None:
             be.gemm(w, rg, out=cg, trans_a=True)
             be.col2im_batch(c, *geom, dx[n0:n1])

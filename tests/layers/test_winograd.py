@@ -49,18 +49,25 @@ def test_hand_written_transforms_are_the_matrices():
     x = rng.standard_normal((1, 2, 6, 6))
     oh, ow, th, tw, s, src, dst = W._plan(6, 6, 0, 0)
     assert (th, tw, s) == (1, 1, 3)
-    v = np.full((36, 2, s), np.nan)
+    v = np.full((36, 2, 1), np.nan)
     r = np.zeros((2, 6, 2 * s + 2 * tw))
     W._transform_in(x, src, s, tw, v, np.empty((6, 2 * s)), r)
     for c in range(2):
         np.testing.assert_allclose(v[:, c, 0], (bt @ x[0, c] @ bt.T).ravel(), atol=1e-12)
-    m = rng.standard_normal((36, 3, s))
+    m = rng.standard_normal((36, 3, 1))
     y = np.full((1, 3, 2, 2), np.nan)
     bias = np.array([0.5, -1.0, 2.0])
-    W._transform_out(m, bias, s, dst, y, np.empty((2, 6, 3 * s)), np.empty((2, 2, 3 * s)))
+    W._transform_out(m, bias, dst, y, np.empty((2, 6, 3)), np.empty((2, 2, 3)))
     for o in range(3):
         np.testing.assert_allclose(y[0, o], at @ m[:, o, 0].reshape(6, 6) @ at.T + bias[o],
                                    atol=1e-12)
+    # F(5x5, 2x2)'s transform of a 2x2 top-gradient tile: G2 D G2^T
+    g2 = np.array([[float(v) for v in row] for row in W.winograd_matrices(5, 2, W._POINTS)[1]])
+    dy = rng.standard_normal((1, 3, 2, 2))
+    ud = np.full((36, 3, 1), np.nan)
+    W._transform_dy(dy, dst, ud, np.empty((4, 3)), np.empty((2, 6, 3)))
+    for o in range(3):
+        np.testing.assert_allclose(ud[:, o, 0], (g2 @ dy[0, o] @ g2.T).ravel(), atol=1e-12)
     # the filter transform
     w = rng.standard_normal((3, 2, 5, 5))
     u = W.filter_transform(w, np.float64)
@@ -104,9 +111,9 @@ def wgrad_direct(x, dy, ph, pw):
     return dw
 
 
-# one image per block, several (4 images of 64+ tiles), a short last block, odd sizes
+# one image per block, several (4 images of 64 tiles; 13 of 20), a short last block, odd sizes
 WGRAD_SHAPES = [(1, 16, 16, 16, 16, 2, 2), (6, 16, 16, 17, 17, 2, 1), (5, 17, 15, 16, 16, 3, 4),
-                (2, 16, 20, 20, 16, 0, 0)]
+                (2, 16, 20, 20, 16, 0, 0), (7, 16, 8, 9, 16, 2, 2), (30, 16, 12, 12, 20, 0, 0)]
 
 
 @pytest.mark.parametrize("shape", WGRAD_SHAPES, ids=[str(s) for s in WGRAD_SHAPES])
@@ -145,8 +152,8 @@ def test_eligibility():
     assert not W.eligible((2, 32, 16, 16), 32, (5, 5, 2, 2, 2, 2, 1, 1, 8, 8), 1)   # stride
     assert not W.eligible((2, 32, 16, 16), 32, (3, 3, 1, 1, 1, 1, 1, 1, 16, 16), 1)  # 3x3
     assert not W.eligible((2, 32, 16, 16), 32, (5, 5, 1, 1, 5, 5, 1, 1, 22, 22), 1)  # pad 5
-    assert not W.eligible((2, 32, 8, 8), 32, (5, 5, 1, 1, 2, 2, 1, 1, 8, 8), 1)      # 16 tiles
-    assert not W.eligible((2, 32, 16, 13), 32, (5, 5, 1, 1, 2, 2, 1, 1, 16, 13), 1)  # 8x7 tiles
+    assert W.eligible((2, 32, 8, 8), 32, (5, 5, 1, 1, 2, 2, 1, 1, 8, 8), 1)          # 8x8
+    assert not W.eligible((2, 32, 8, 7), 32, (5, 5, 1, 1, 2, 2, 1, 1, 8, 7), 1)      # 8x7
 
 
 def test_layer_forward_default_engine_is_winograd_caffe_engine_is_im2col(wino_calls):
@@ -180,15 +187,17 @@ def test_layer_gradient_through_winograd(wino_calls, monkeypatch):
     assert (4, 4) in wino_calls and (0, 0) in wino_calls and wgrad   # all three passes
 
 
-@pytest.mark.parametrize("pad,size", [(0, 20), (1, 19), (2, 16), (3, 14), (4, 12)])
-def test_layer_backward_matches_im2col(pad, size, wino_calls, monkeypatch):
-    """Winograd's input gradient (the convolution of dy with the flipped filters, padded by
-    4 - pad) and weight gradient (F(5x5, 2x2)) against im2col's, float64."""
+@pytest.mark.parametrize("pad,size,batch", [(0, 20, 3), (0, 20, 1), (1, 19, 3), (2, 16, 3),
+                                            (3, 14, 3), (4, 12, 1), (2, 8, 3), (0, 12, 3)])
+def test_layer_backward_matches_im2col(pad, size, batch, wino_calls, monkeypatch):
+    """Each pass by Winograd where its rule says so (forward: 8x8+ outputs; weight gradient:
+    16x16+; input gradient: pad >= 2), the rest by im2col, against im2col alone, float64. Batch 1
+    with two workers takes im2col's batched path."""
     wgrad = []
     real = W.conv_winograd_wgrad
     monkeypatch.setattr(W, "conv_winograd_wgrad", lambda *a: wgrad.append(1) or real(*a))
     rng = np.random.default_rng(pad)
-    x = rng.standard_normal((3, 16, size, size + 1))
+    x = rng.standard_normal((batch, 16, size, size + 1))
     out = []
     for engine in (None, "CAFFE"):
         layer = make_layer(wino_spec(engine, pad=pad), dtype=np.float64, seed=3)
@@ -199,7 +208,8 @@ def test_layer_backward_matches_im2col(pad, size, wino_calls, monkeypatch):
         layer.backward(top, [True], bottom)
         out.append((top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy(),
                     layer.blobs[1].diff.copy()))
-    assert wino_calls == [(pad, pad), (4 - pad, 4 - pad)]   # the default engine's two passes
-    assert len(wgrad) == 1
+    oh = size + 2 * pad - 4
+    assert wino_calls == [(pad, pad)] + ([(4 - pad, 4 - pad)] if pad >= 2 else [])
+    assert len(wgrad) == (oh >= 16)
     for a, b in zip(*out):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * np.abs(b).max())

@@ -25,7 +25,7 @@ import numpy as np
 from ..conv_common import batched_backward, batched_forward
 from . import winograd
 from .threads import run_blocks, workers
-from .vision import col2im_padded_serial, im2col_padded_serial
+from .vision import channel_sum_ncp, col2im_padded_serial, im2col_padded_serial
 
 __all__ = ["conv_forward", "conv_backward"]
 
@@ -147,31 +147,41 @@ def conv_forward(x, w, bias, use_bias, geom, col, res, y, algo="auto"):
 
 
 def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid, algo="auto"):
-    """Accumulate the weight gradient into wdiff and (bdiff not None) the bias gradient into
-    bdiff; (dx not None) overwrite dx with the input gradient. algo: see conv_forward; by
+    """Accumulate the weight gradient into wdiff (None: skip it, and bdiff must be None too) and
+    (bdiff not None) the bias gradient into bdiff; (dx not None) overwrite dx with the input
+    gradient. algo: see conv_forward; by
     Winograd, the input gradient of a 5x5 stride-1 convolution padded by p is the 5x5
     convolution of dy padded by 4 - p with the flipped, transposed filters, and the weight
     gradient is F(5x5, 2x2) on the forward's input tiles."""
     n = x.shape[0]
     nw = workers()
     if _use_winograd(algo, x, w, geom):
-        dy4 = dy.reshape(n, w.shape[0], geom[8], geom[9])
-        dw = winograd.conv_winograd_wgrad(x, dy4, geom[4], geom[5], _buffer, run_blocks, nw)
-        wdiff += dw.reshape(wdiff.shape).astype(wdiff.dtype)
-        if bdiff is not None:
-            bdiff += dy4.sum(axis=(0, 2, 3), dtype=np.float64).astype(bdiff.dtype)
-        if dx is not None:
-            winograd.conv_winograd(
-                dy4, winograd.data_filter_transform(_filters(x, w, geom), x.dtype),
-                np.zeros(x.shape[1], x.dtype), dx, 4 - geom[4], 4 - geom[5], _buffer, run_blocks,
-                nw)
-        return
+        wino_w = winograd.wgrad_eligible(geom)
+        wino_dx = dx is not None and winograd.dgrad_eligible(geom)
+        if wino_w or wino_dx:
+            dy4 = dy.reshape(n, w.shape[0], geom[8], geom[9])
+            if wino_w:
+                dw = winograd.conv_winograd_wgrad(x, dy4, geom[4], geom[5], _buffer,
+                                                  run_blocks, nw)
+                wdiff += dw.reshape(wdiff.shape).astype(wdiff.dtype)
+                if bdiff is not None:
+                    channel_sum_ncp(dy4.reshape(n, w.shape[0], -1), bdiff)
+            # what Winograd does not do, im2col does (both, in one pass over the columns)
+            if not wino_w or (dx is not None and not wino_dx):
+                conv_backward(x, w, dy, None if wino_w else wdiff, None if wino_w else bdiff,
+                              None if wino_dx else dx, geom, col, res, col_valid, "im2col")
+            if wino_dx:
+                winograd.conv_winograd(
+                    dy4, winograd.data_filter_transform(_filters(x, w, geom), x.dtype),
+                    np.zeros(x.shape[1], x.dtype), dx, 4 - geom[4], 4 - geom[5], _buffer,
+                    run_blocks, nw)
+            return
     if nw > 1 and n < nw:
         from .. import cpu
         return batched_backward(cpu, x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid)
     ohw, krows, g, n_out, k = _layout(x, w, geom, n)
     dy3 = dy.reshape(n, n_out, ohw)
-    acc_dtype = wdiff.dtype
+    acc_dtype = x.dtype if wdiff is None else wdiff.dtype
 
     pad_hw = _padded_planes(x, geom)
     direct_ok = _row_stride(ohw, x.dtype.itemsize) == ohw   # dy's rows are a good GEMM operand
@@ -195,7 +205,9 @@ def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid, algo="a
             else:
                 d = _buffer("dy", (n_out, ld), x.dtype)[:, :m]
                 np.copyto(d.reshape(n_out, b - a, ohw), dy3[a:b].transpose(1, 0, 2))
-            if g == 1:
+            if wdiff is None:
+                pass
+            elif g == 1:
                 # dW^T += col @ dY^T: BLAS is faster with the long reduction on this side
                 wt = _buffer("wt", (rows, n_out), x.dtype)
                 np.matmul(c, d.T, out=wt)
@@ -218,6 +230,8 @@ def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid, algo="a
         return wacc, bacc
 
     parts = run_blocks(work, n, nw)
+    if wdiff is None:
+        return
     for wacc, bacc in parts:
         wdiff += wacc[:krows].T if g == 1 else wacc
         if fold:

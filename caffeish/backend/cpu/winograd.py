@@ -15,13 +15,12 @@ the tests check them against it. In float32 the outputs differ from im2col's by 
 the output's largest magnitude (im2col: a few 1e-7); `engine: CAFFE` in convolution_param asks
 for im2col.
 
-Layout, per image block of k images: a tile row of the input transform is computed for all
-th + 2 tile rows that the 6-row tiles reach (S = (th+2)*tw entries per image), so that every
-transform loop runs over one long flat range (loops of a few dozen iterations cost numba's
-vectorized code more in set-up than in work: 5x, measured). The transformed input is
-V[position, c, img*S + t], the GEMM output M[position, o, img*S + t]; the last 2*tw entries of
-each image are not tiles of the output and are never read back. With one image per block the
-GEMMs skip them; with several (small images), they compute them (th + 2 rows for th).
+Layout, per block of k images: the row transforms of the input are computed for all th + 2
+tile rows that the 6-row tiles reach, as one flat range per row parity (S = (th+2)*tw entries
+per image and channel), so that those loops are long (loops of a few dozen iterations cost
+numba's vectorized code more in set-up than in work: 5x, measured); the column transforms then
+write the tiles only, densely: V[position, c, img*tiles + t] and M[position, o, img*tiles + t],
+so the GEMMs compute nothing that is thrown away.
 """
 from __future__ import annotations
 
@@ -37,10 +36,9 @@ _R = 5                  # filter size
 _M = 2                  # output tile size
 _N = _M + _R - 1        # input tile size, 6
 _POINTS = (0, 1, -1, 2, -2)
-_MIN_TILES = 64         # tiles per GEMM: images with fewer go several to a block
-# the weight gradient's GEMMs sum over tiles: blocks of at least this many (CIFAR10-quick's
-# conv2, 64 tiles per image: 4 images a block, 7.1 ms against 8.5 with one, 9.7 by im2col)
-_MIN_TILES_WGRAD = 256
+# images go to a GEMM block together until it has this many tiles (CIFAR10-quick's conv2, 64
+# tiles per image, forward: 5.6 ms with 4 images a block against 6.6 with one, 9.3 by im2col)
+_MIN_TILES = 256
 
 
 def winograd_matrices(m: int, r: int, points) -> tuple:
@@ -89,14 +87,27 @@ def eligible(x_shape, n_out: int, geom, group: int) -> bool:
     it: 5x5, stride 1, no dilation, one group, padding of at most 4 on each side (so that the
     input gradient is a convolution of the same kind), at least 16 channels in and out (with
     CIFAR10-quick's 3 input channels the transforms cost more than the GEMM work they save: 13
-    against 3.9 ms) and outputs of at least 64 2x2 tiles (16x16). With fewer tiles, the 2*tw
-    entries per image that are not tiles are a large share of the GEMMs (8x8 outputs: a third)
-    and the transforms' per-plane set-up shows: LeNet's conv2 (20 -> 50 channels, 8x8 outputs)
-    made its training step 14% slower, CIFAR10-quick's conv3 (8x8) was even."""
+    against 3.9 ms) and outputs of at least 8x8 (LeNet's conv2, 20 -> 50 channels at 8x8, is
+    about 10% faster by Winograd; below that the transforms' per-plane set-up dominates)."""
     kh, kw, sh, sw, ph, pw, dh, dw, oh, ow = geom
     return (group == 1 and kh == _R and kw == _R and sh == 1 and sw == 1 and dh == 1
-            and dw == 1 and 0 <= ph < _R and 0 <= pw < _R
-            and -(-oh // _M) * -(-ow // _M) >= 64 and x_shape[1] >= 16 and n_out >= 16)
+            and dw == 1 and 0 <= ph < _R and 0 <= pw < _R and oh >= 8 and ow >= 8
+            and x_shape[1] >= 16 and n_out >= 16)
+
+
+def wgrad_eligible(geom) -> bool:
+    """For an eligible convolution: whether its weight gradient is worth F(5x5, 2x2). Needs
+    outputs of 16x16 or more: CIFAR10-quick's conv2 (16x16) 7.2 against 9.9 ms by im2col, its
+    conv3 (8x8) 4.8 against 4.4 (the transforms' per-plane set-up)."""
+    return geom[8] >= 16 and geom[9] >= 16
+
+
+def dgrad_eligible(geom) -> bool:
+    """For an eligible convolution: whether its input gradient is worth a Winograd convolution.
+    That convolution has the input's size, padded by 4 - pad: with pad >= 2 it costs about a
+    third of im2col's products, but with pad 0 (LeNet's conv2: 8x8 -> 12x12) 0.8 of them, and
+    the transforms on top made it twice as slow as im2col's GEMM and col2im."""
+    return geom[4] >= 2 and geom[5] >= 2
 
 
 def filter_transform(w: np.ndarray, dtype) -> np.ndarray:
@@ -186,44 +197,49 @@ def _transform_in(x, src, s, tw, v, d, r):
                     o3[u] = a4 - a2 - f2 * (a1 - a3)
                     o4[u] = f2 * (a1 - a3) - a2 + a4
                     o5[u] = f4 * a1 - f5 * a3 + a5
-    # down the columns, every channel and image at once: padded rows 2ty..2ty+5 of a tile are
-    # r[even / odd][t], [t + tw], [t + 2tw]
-    n = chans * ks
+    # down the columns: padded rows 2ty..2ty+5 of a tile are r[even / odd][t], [t + tw],
+    # [t + 2tw] of its image's entries; v keeps the tiles only (dense: GEMMs waste nothing)
+    tiles = v.shape[2] // k
     for a in range(6):
-        e0 = r[0, a, 0:n]
-        q0 = r[1, a, 0:n]
-        e1 = r[0, a, tw:tw + n]
-        q1 = r[1, a, tw:tw + n]
-        e2 = r[0, a, 2 * tw:2 * tw + n]
-        q2 = r[1, a, 2 * tw:2 * tw + n]
-        w0 = v[a].ravel()
-        w1 = v[6 + a].ravel()
-        w2 = v[12 + a].ravel()
-        w3 = v[18 + a].ravel()
-        w4 = v[24 + a].ravel()
-        w5 = v[30 + a].ravel()
-        for j in range(n):
-            r0 = e0[j]
-            r1 = q0[j]
-            r2 = e1[j]
-            r3 = q1[j]
-            r4 = e2[j]
-            r5 = q2[j]
-            w0[j] = f4 * r0 - f5 * r2 + r4
-            w1[j] = r3 + r4 - f4 * (r1 + r2)
-            w2[j] = f4 * (r1 - r2) - r3 + r4
-            w3[j] = r4 - r2 - f2 * (r1 - r3)
-            w4[j] = f2 * (r1 - r3) - r2 + r4
-            w5[j] = f4 * r1 - f5 * r3 + r5
+        for c in range(chans):
+            for img in range(k):
+                ro = c * ks + img * s
+                vo = img * tiles
+                e0 = r[0, a, ro:ro + tiles]
+                q0 = r[1, a, ro:ro + tiles]
+                e1 = r[0, a, ro + tw:ro + tw + tiles]
+                q1 = r[1, a, ro + tw:ro + tw + tiles]
+                e2 = r[0, a, ro + 2 * tw:ro + 2 * tw + tiles]
+                q2 = r[1, a, ro + 2 * tw:ro + 2 * tw + tiles]
+                w0 = v[a, c, vo:vo + tiles]
+                w1 = v[6 + a, c, vo:vo + tiles]
+                w2 = v[12 + a, c, vo:vo + tiles]
+                w3 = v[18 + a, c, vo:vo + tiles]
+                w4 = v[24 + a, c, vo:vo + tiles]
+                w5 = v[30 + a, c, vo:vo + tiles]
+                for j in range(tiles):
+                    r0 = e0[j]
+                    r1 = q0[j]
+                    r2 = e1[j]
+                    r3 = q1[j]
+                    r4 = e2[j]
+                    r5 = q2[j]
+                    w0[j] = f4 * r0 - f5 * r2 + r4
+                    w1[j] = r3 + r4 - f4 * (r1 + r2)
+                    w2[j] = f4 * (r1 - r2) - r3 + r4
+                    w3[j] = r4 - r2 - f2 * (r1 - r3)
+                    w4[j] = f2 * (r1 - r3) - r2 + r4
+                    w5[j] = f4 * r1 - f5 * r3 + r5
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
-def _transform_out(m, bias, s, dst, y, sv, yt):
-    """y[img, o, 2ty + u, 2tx + v] = bias[o] + (A^T M A)[u, v], M[b, a] = m[6b + a, o, img*S + t]
-    for tile t = ty*tw + tx (m: (36, O, kS); sv: (2, 6, O*kS) and yt: (2, 2, O*kS) scratch)."""
+def _transform_out(m, bias, dst, y, sv, yt):
+    """y[img, o, 2ty + u, 2tx + v] = bias[o] + (A^T M A)[u, v], M[b, a] = m[6b + a, o,
+    img*tiles + t] for tile t = ty*tw + tx (m: (36, O, k*tiles); sv: (2, 6, O*k*tiles) and
+    yt: (2, 2, O*k*tiles) scratch)."""
     k, n_out = y.shape[0], y.shape[1]
-    ks = m.shape[2]
-    n = n_out * ks
+    kt = m.shape[2]
+    n = n_out * kt
     tiles = dst.shape[2]
     f2 = m.dtype.type(2)
     for a in range(6):           # down the columns
@@ -266,7 +282,7 @@ def _transform_out(m, bias, s, dst, y, sv, yt):
         bo = bias[o]
         for img in range(k):
             yf = y[img, o].ravel()
-            base = o * ks + img * s
+            base = o * kt + img * tiles
             for u in range(2):
                 for vv in range(2):
                     di = dst[u, vv]
@@ -278,13 +294,12 @@ def _transform_out(m, bias, s, dst, y, sv, yt):
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
-def _transform_dy(dy, dst, s, ud, dd, e):
-    """ud[6i + j, o, img*S + t] = (G D G^T)[i, j] of F(5x5, 2x2), D the 2x2 tile t of dy[img, o]
-    (zero past its edges; zero for t >= tiles, the entries that are not tiles). dd: (4, O*kS)
-    and e: (2, 6, O*kS) scratch."""
+def _transform_dy(dy, dst, ud, dd, e):
+    """ud[6i + j, o, img*tiles + t] = (G D G^T)[i, j] of F(5x5, 2x2), D the 2x2 tile t of
+    dy[img, o] (zero past its edges). dd: (4, O*k*tiles) and e: (2, 6, O*k*tiles) scratch."""
     k, n_out = dy.shape[0], dy.shape[1]
-    ks = ud.shape[2]
-    n = n_out * ks
+    kt = ud.shape[2]
+    n = n_out * kt
     tiles = dst.shape[2]
     z = dy.dtype.type(0)
     c4 = dy.dtype.type(0.25)
@@ -294,15 +309,13 @@ def _transform_dy(dy, dst, s, ud, dd, e):
     for o in range(n_out):
         for img in range(k):
             yf = dy[img, o].ravel()
-            base = o * ks + img * s
+            base = o * kt + img * tiles
             for uv in range(4):
                 di = dst[uv // 2, uv % 2]
-                d = dd[uv, base:base + s]
+                d = dd[uv, base:base + tiles]
                 for t in range(tiles):
                     i = di[t]
                     d[t] = yf[i] if i >= 0 else z
-                for t in range(tiles, s):
-                    d[t] = z
     for v in range(2):           # down the columns: e[v, i] = sum_u G[i, u] D[u, v]
         d0 = dd[v]
         d1 = dd[2 + v]
@@ -353,23 +366,20 @@ def conv_winograd(x, u, bias, y, ph, pw, buffer, run_blocks, nw):
     tiles = th * tw
     k = max(1, min(n, -(-_MIN_TILES // tiles)))
     dt = x.dtype
-    # a GEMM reads / writes the first `cols` entries of each image block's rows
-    # (one image: its tiles only; several: everything, the tail rows included)
 
     def work(n0, n1):
         d = buffer("wino_d", (_N, 2 * s), dt)
         for a in range(n0, n1, k):
             b = min(n1, a + k)
-            ks = (b - a) * s
-            cols = tiles if b - a == 1 else ks
+            ks, kt = (b - a) * s, (b - a) * tiles
             r = buffer("wino_r", (2, 6, c * ks + 2 * tw), dt)
             r[:, :, c * ks:] = 0
-            v = buffer("wino_v", (_N * _N, c, ks), dt)
-            m = buffer("wino_m", (_N * _N, o, ks), dt)
+            v = buffer("wino_v", (_N * _N, c, kt), dt)
+            m = buffer("wino_m", (_N * _N, o, kt), dt)
             _transform_in(x[a:b], src, s, tw, v, d, r)
-            np.matmul(u, v[:, :, :cols], out=m[:, :, :cols])
-            _transform_out(m, bias, s, dst, y[a:b], buffer("wino_s", (2, 6, o * ks), dt),
-                           buffer("wino_y", (2, 2, o * ks), dt))
+            np.matmul(u, v, out=m)
+            _transform_out(m, bias, dst, y[a:b], buffer("wino_s", (2, 6, o * kt), dt),
+                           buffer("wino_y", (2, 2, o * kt), dt))
     run_blocks(work, n, nw)
 
 
@@ -383,7 +393,7 @@ def conv_winograd_wgrad(x, dy, ph, pw, buffer, run_blocks, nw):
     o = dy.shape[1]
     oh, ow, th, tw, s, src, dst = _plan(h, w, ph, pw)
     tiles = th * tw
-    k = max(1, min(n, -(-_MIN_TILES_WGRAD // tiles)))
+    k = max(1, min(n, -(-_MIN_TILES // tiles)))
     dt = x.dtype
 
     def work(n0, n1):
@@ -392,16 +402,15 @@ def conv_winograd_wgrad(x, dy, ph, pw, buffer, run_blocks, nw):
         d = buffer("wino_d", (_N, 2 * s), dt)
         for a in range(n0, n1, k):
             b = min(n1, a + k)
-            ks = (b - a) * s
-            cols = tiles if b - a == 1 else ks
+            ks, kt = (b - a) * s, (b - a) * tiles
             r = buffer("wino_r", (2, 6, c * ks + 2 * tw), dt)
             r[:, :, c * ks:] = 0
-            v = buffer("wino_v", (_N * _N, c, ks), dt)
-            ud = buffer("wino_m", (_N * _N, o, ks), dt)
+            v = buffer("wino_v", (_N * _N, c, kt), dt)
+            ud = buffer("wino_m", (_N * _N, o, kt), dt)
             _transform_in(x[a:b], src, s, tw, v, d, r)
-            _transform_dy(dy[a:b], dst, s, ud, buffer("wino_dd", (4, o * ks), dt),
-                          buffer("wino_e", (2, 6, o * ks), dt))
-            np.matmul(ud[:, :, :cols], v[:, :, :cols].transpose(0, 2, 1), out=part)
+            _transform_dy(dy[a:b], dst, ud, buffer("wino_dd", (4, o * kt), dt),
+                          buffer("wino_e", (2, 6, o * kt), dt))
+            np.matmul(ud, v.transpose(0, 2, 1), out=part)
             acc += part
         return acc
     m = sum(run_blocks(work, n, nw)).reshape(_N, _N, o, c).transpose(2, 3, 0, 1)
