@@ -115,3 +115,30 @@ def test_public_api_switch():
     assert backend.mode() == "GPU" and backend.get_backend().name == "cuda"
     caffeish.set_mode_cpu()
     assert backend.get_backend().name == "cpu"
+
+
+def test_simulator_module_swap_counts_overlapping_calls():
+    """Under the simulator, the `cuda` name in a kernel's module points at the fake module until
+    the last of the overlapping calls (simulated threads inside one device function) returns."""
+    from numba import config, cuda
+    if not config.ENABLE_CUDASIM:
+        pytest.skip("a simulator patch (real GPU here)")
+    import types
+
+    from numba.cuda.simulator import kernel, kernelapi
+
+    from caffeish.backend.cuda import core  # noqa: F401  (applies the patch)
+    swap = kernel.swapped_cuda_module
+    assert swap is kernelapi.swapped_cuda_module
+    mod = types.ModuleType("m")
+    mod.cuda = cuda
+    exec("def f():\n    return cuda\n", mod.__dict__)
+    fake = object()
+    first, second = swap(mod.f, fake), swap(mod.f, fake)
+    first.__enter__()
+    second.__enter__()
+    assert mod.f() is fake
+    first.__exit__(None, None, None)
+    assert mod.f() is fake          # the second call is still inside
+    second.__exit__(None, None, None)
+    assert mod.f() is cuda

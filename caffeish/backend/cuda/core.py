@@ -59,6 +59,48 @@ if SIMULATED:
         kernelapi.FakeCUDAShared.array = array
 
     _patch_simulator_shared_arrays()
+
+    def _patch_simulator_module_swap():
+        """While a simulated kernel or device function runs, the simulator points the `cuda`
+        name in its module's globals at a fake module (syncthreads, threadIdx, ...) and puts the
+        real one back when the call returns. A device function is entered by every simulated
+        thread of a block: when one thread returns from a device function of another module
+        while a second thread is still inside it, the second finds the real numba.cuda, which
+        has no syncthreads (seen in CI: "module 'numba.cuda' has no attribute 'syncthreads'").
+        Count the calls in progress per module and put the real module back after the last."""
+        from contextlib import contextmanager
+
+        from numba.cuda.simulator import kernel, kernelapi
+        real = cuda
+        lock = threading.Lock()
+        active: dict = {}     # id(globals) -> [calls in progress, names swapped]
+
+        @contextmanager
+        def swapped_cuda_module(fn, fake_cuda_module):
+            globs = fn.__globals__
+            key = id(globs)
+            with lock:
+                entry = active.get(key)
+                if entry is None:
+                    names = [k for k, v in globs.items() if v is real]
+                    entry = active[key] = [0, names]
+                    for k in names:
+                        globs[k] = fake_cuda_module
+                entry[0] += 1
+            try:
+                yield
+            finally:
+                with lock:
+                    entry[0] -= 1
+                    if entry[0] == 0:
+                        del active[key]
+                        for k in entry[1]:
+                            globs[k] = real
+
+        kernelapi.swapped_cuda_module = swapped_cuda_module
+        kernel.swapped_cuda_module = swapped_cuda_module
+
+    _patch_simulator_module_swap()
 THREADS = 32 if SMALL_LAUNCHES else 256
 _MAX_BLOCKS = 2 if SMALL_LAUNCHES else 8192
 
