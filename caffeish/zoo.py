@@ -72,11 +72,13 @@ def cache_dir(name: str) -> Path:
 
 
 def repo_zoo_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "models_zoo"
+    """The zoo shipped with caffeish: caffeish/models_zoo/ (inside the package, so that a
+    wheel carries it; the repository's models_zoo/ is a link to it)."""
+    return Path(__file__).resolve().parent / "models_zoo"
 
 
 def zoo_roots() -> list[Path]:
-    """Folders searched for entries: ``$CAFFEISH_ZOO_PATH`` first, then the repo's models_zoo/."""
+    """Folders searched for entries: ``$CAFFEISH_ZOO_PATH`` first, then caffeish's models_zoo/."""
     roots = [Path(p).expanduser() for p in os.environ.get("CAFFEISH_ZOO_PATH", "").split(os.pathsep)
              if p]
     roots.append(repo_zoo_dir())

@@ -87,7 +87,7 @@ def test_caffenet_deploy_has_60965224_parameters_and_caffes_shapes():
 
 
 def test_models_zoo_caffenet_if_present():
-    p = REPO / "models_zoo" / "bvlc_reference_caffenet" / "deploy.yaml"
+    p = REPO / "caffeish" / "models_zoo" / "bvlc_reference_caffenet" / "deploy.yaml"
     if not p.exists():
         pytest.skip(f"{p} not present yet")
     check_caffenet(inspect_net(load_net_for_tools(p), "TEST"))

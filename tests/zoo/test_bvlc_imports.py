@@ -15,7 +15,7 @@ from caffeish.io.prototxt import parse_prototxt, parse_prototxt_file
 from caffeish.io.upgrade import upgrade_net
 
 REPO = Path(__file__).resolve().parents[2]
-ZOO = REPO / "models_zoo"
+ZOO = REPO / "caffeish" / "models_zoo"
 MODELS = ("bvlc_reference_caffenet", "bvlc_alexnet", "bvlc_googlenet")
 FILES = [(m, f.stem) for m in MODELS for f in sorted((ZOO / m / "caffe").glob("*.prototxt"))]
 KIND = {True: "SolverParameter", False: "NetParameter"}

@@ -13,7 +13,7 @@ from caffeish.commands.zoo_cmds import classify_cmd
 from caffeish.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
-LENET = REPO / "models_zoo" / "lenet_mnist"
+LENET = REPO / "caffeish" / "models_zoo" / "lenet_mnist"
 
 
 def naive_preprocess(rgb, resize, crop, order, mean, scale):

@@ -14,7 +14,7 @@ from caffeish.io.formats import layer_blobs, read_netparameter
 
 REPO = Path(__file__).resolve().parents[2]
 FT = REPO / "configs" / "finetune"
-LENET_WEIGHTS = REPO / "models_zoo" / "lenet_mnist" / "lenet_mnist.caffemodel"
+LENET_WEIGHTS = REPO / "caffeish" / "models_zoo" / "lenet_mnist" / "lenet_mnist.caffemodel"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 

@@ -11,7 +11,7 @@ from caffeish.commands.interop import export_yaml
 cv2 = pytest.importorskip("cv2", reason="pip install 'opencv-python-headless<5'")
 
 REPO = Path(__file__).resolve().parents[2]
-ZOO = REPO / "models_zoo" / "lenet_mnist"
+ZOO = REPO / "caffeish" / "models_zoo" / "lenet_mnist"
 N = 100
 
 

@@ -18,7 +18,7 @@ skdata = pytest.importorskip("skimage.data", reason="pip install scikit-image (t
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-DEPLOY_YAML = REPO / "models_zoo" / "open_nsfw" / "deploy.yaml"
+DEPLOY_YAML = REPO / "caffeish" / "models_zoo" / "open_nsfw" / "deploy.yaml"
 PHOTOS = ("coffee", "chelsea", "astronaut")
 RTOL = 1e-4
 

@@ -20,7 +20,7 @@ from caffeish.errors import CaffeishError, FormatError, ShapeError
 from caffeish.zoo_paths import resolve_weights
 
 REPO = Path(__file__).resolve().parents[2]
-LENET = REPO / "models_zoo" / "lenet_mnist"
+LENET = REPO / "caffeish" / "models_zoo" / "lenet_mnist"
 ENTRIES = ("lenet_mnist", "open_nsfw", "bvlc_reference_caffenet", "bvlc_alexnet",
            "bvlc_googlenet")
 
@@ -307,3 +307,31 @@ def test_caffemodel_for_a_different_net_names_the_layer(tmp_path):
             net.copy_from(resolve_weights("zoo:lenet_mnist"))
     finally:
         net.close()
+
+
+def test_the_zoo_ships_inside_the_wheel(tmp_path):
+    """A wheel (what `pip install caffeish` and a non-editable install unpack) carries every
+    file of the zoo, at the path zoo.repo_zoo_dir() reads."""
+    import subprocess
+    import sys
+    import zipfile
+
+    from caffeish import zoo
+    repo = Path(__file__).resolve().parents[2]
+    pkg = zoo.repo_zoo_dir()
+    assert pkg == repo / "caffeish" / "models_zoo" and pkg.is_dir()
+    assert (repo / "models_zoo").resolve() == pkg.resolve()   # the checkout's link
+    try:
+        import setuptools  # noqa: F401
+    except ImportError:
+        pytest.skip("setuptools is not installed: cannot build a wheel without the network")
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                        "--no-build-isolation", str(repo), "-w", str(tmp_path)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (wheel,) = tmp_path.glob("caffeish-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    want = {"caffeish/" + p.relative_to(pkg.parent).as_posix()
+            for p in pkg.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert want and not want - names, sorted(want - names)[:5]
+    assert "caffeish/models_zoo/lenet_mnist/lenet_mnist.caffemodel" in names

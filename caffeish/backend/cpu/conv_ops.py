@@ -102,9 +102,9 @@ def _filters(x, w, geom):
 def conv_forward(x, w, bias, use_bias, geom, col, res, y, algo="auto"):
     """y (N, O, OH, OW) = conv(x (N, C, H, W), w (O, K) or grouped (G, O/G, K/G)) + bias.
     col / res are the layer's scratch (used by the batched path). algo "auto" lets 5x5 stride-1
-    convolutions with 16+ channels and 16x16+ outputs run by Winograd's F(2x2, 5x5)
-    (winograd.py); "im2col" keeps them on im2col + GEMM. Returns whether the column buffer holds the whole batch's columns
-    afterwards (backward may then skip im2col)."""
+    convolutions with 16+ channels and 8x8+ outputs run by Winograd's F(2x2, 5x5)
+    (winograd.eligible); "im2col" keeps them on im2col + GEMM. Returns whether the column
+    buffer holds the whole batch's columns afterwards (backward may then skip im2col)."""
     n = x.shape[0]
     nw = workers()
     if _use_winograd(algo, x, w, geom):
