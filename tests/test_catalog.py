@@ -6,14 +6,13 @@ import pytest
 import caffeish
 from caffeish.config.yaml_loader import parse_message
 
-# BVLC Caffe's registered types (layer_factory + REGISTER_LAYER_CLASS), less the R-CNN window
-# sampler WindowData (rare; not built yet).
+# BVLC Caffe's registered types (layer_factory + REGISTER_LAYER_CLASS): all of them.
 BVLC_TYPES = """AbsVal Accuracy ArgMax BNLL BatchNorm BatchReindex Bias Clip Concat ContrastiveLoss
 Convolution Crop Data Deconvolution Dropout DummyData ELU Eltwise Embed EuclideanLoss Exp Filter
 Flatten HDF5Data HDF5Output HingeLoss Im2col ImageData InfogainLoss InnerProduct Input LRN LSTM
 LSTMUnit Log MVN MemoryData MultinomialLogisticLoss PReLU Parameter Pooling Power Python RNN ReLU
 Reduction Reshape SPP Scale Sigmoid SigmoidCrossEntropyLoss Silence Slice Softmax SoftmaxWithLoss
-Split Swish TanH Threshold Tile""".split()
+Split Swish TanH Threshold Tile WindowData""".split()
 
 
 def test_every_bvlc_type_is_registered():
