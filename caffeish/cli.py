@@ -180,7 +180,7 @@ def test(model, weights, iterations, gpu, stage, level):
         logger.info(f"Running for {iterations} iterations.")
         sums = {}
         loss = 0.0
-        weights_of = {n: w for names, ws in zip(net.top_names, net.loss_weights)
+        weights_of = {n: w for names, ws in zip(net.top_name_vecs, net.loss_weights)
                       for n, w in zip(names, ws)}
         for i in range(iterations):
             net.forward()

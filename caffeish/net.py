@@ -207,7 +207,7 @@ class Net:
         self.layer_names = []
         self.blobs: "OrderedDict[str, Blob]" = OrderedDict()
         self.bottom_vecs, self.top_vecs = [], []
-        self.bottom_names, self.top_names = [], []
+        self.bottom_name_vecs, self.top_name_vecs = [], []
         self.loss_weights = []
         self._inputs = []
         produced_by = {}
@@ -238,8 +238,8 @@ class Net:
             self.layer_names.append(lp.name)
             self.bottom_vecs.append(bottom)
             self.top_vecs.append(top)
-            self.bottom_names.append(list(lp.bottom))
-            self.top_names.append(list(lp.top))
+            self.bottom_name_vecs.append(list(lp.bottom))
+            self.top_name_vecs.append(list(lp.top))
             self.loss_weights.append(lw)
             if verbose:
                 for t in top:
@@ -248,7 +248,7 @@ class Net:
         # Caffe's available_blobs: a top stays an output until a later layer reads it (an
         # in-place layer reads and re-produces it, so its last writer's top counts)
         available = {}
-        for bnames, tnames in zip(self.bottom_names, self.top_names):
+        for bnames, tnames in zip(self.bottom_name_vecs, self.top_name_vecs):
             for b in bnames:
                 available.pop(b, None)
             for t in tnames:
@@ -346,7 +346,7 @@ class Net:
             lp = layer.layer_param
             need = any(lr_of.get(id(b), 0.0) != 0 for b in layer.blobs)
             bneed = []
-            for j, name in enumerate(self.bottom_names[i]):
+            for j, name in enumerate(self.bottom_name_vecs[i]):
                 n = blob_need.get(name, False) or (force and layer.allow_force_backward(j))
                 if lp.propagate_down:
                     n = bool(lp.propagate_down[j])
@@ -356,18 +356,18 @@ class Net:
                 need = True
             self.layer_need_backward.append(need)
             self.bottom_need_backward.append(bneed)
-            for j, name in enumerate(self.top_names[i]):
+            for j, name in enumerate(self.top_name_vecs[i]):
                 blob_need[name] = need
         # Only layers that contribute to a loss need backward (Caffe's blobs_under_loss).
         under_loss = set()
         for i in reversed(range(len(self.layers))):
             contributes = any(w != 0 for w in self.loss_weights[i]) or \
-                any(t in under_loss for t in self.top_names[i])
+                any(t in under_loss for t in self.top_name_vecs[i])
             if not contributes and not force:
                 self.layer_need_backward[i] = False
-                self.bottom_need_backward[i] = [False] * len(self.bottom_names[i])
+                self.bottom_need_backward[i] = [False] * len(self.bottom_name_vecs[i])
             if contributes:
-                under_loss.update(self.bottom_names[i])
+                under_loss.update(self.bottom_name_vecs[i])
 
     # --- pycaffe-style API -------------------------------------------------------------------
     @property
@@ -377,6 +377,43 @@ class Net:
     @property
     def outputs(self) -> list[str]:
         return list(self._outputs)
+
+    @property
+    def top_names(self) -> "OrderedDict[str, list[str]]":
+        """pycaffe's: layer name -> the names of its top blobs (``top_name_vecs`` by index)."""
+        return OrderedDict((n, list(t)) for n, t in zip(self.layer_names, self.top_name_vecs))
+
+    @property
+    def bottom_names(self) -> "OrderedDict[str, list[str]]":
+        """pycaffe's: layer name -> the names of its bottom blobs."""
+        return OrderedDict((n, list(b)) for n, b in zip(self.layer_names, self.bottom_name_vecs))
+
+    @property
+    def blob_loss_weights(self) -> "OrderedDict[str, float]":
+        """pycaffe's: blob name -> its weight in the loss (0 for blobs that are not losses)."""
+        weights = OrderedDict((name, 0.0) for name in self.blobs)
+        for names, ws in zip(self.top_name_vecs, self.loss_weights):
+            for name, w in zip(names, ws):
+                if w:
+                    weights[name] = float(w)
+        return weights
+
+    @property
+    def _layer_names(self) -> list[str]:
+        return list(self.layer_names)
+
+    @property
+    def _blob_names(self) -> list[str]:
+        return list(self.blobs)
+
+    def _top_ids(self, i: int) -> list[int]:
+        """Indices into ``_blob_names`` of layer ``i``'s tops (pycaffe's)."""
+        index = {name: k for k, name in enumerate(self.blobs)}
+        return [index[n] for n in self.top_name_vecs[i]]
+
+    def _bottom_ids(self, i: int) -> list[int]:
+        index = {name: k for k, name in enumerate(self.blobs)}
+        return [index[n] for n in self.bottom_name_vecs[i]]
 
     def _layer_index(self, name, default):
         if name is None:
@@ -414,7 +451,7 @@ class Net:
         hi = self._layer_index(end, len(self.layers) - 1)
         loss = self._forward_range(lo, hi)
         self.last_loss = loss
-        names = list(blobs or []) + (self.outputs if end is None else self.top_names[hi])
+        names = list(blobs or []) + (self.outputs if end is None else self.top_name_vecs[hi])
         return {n: self.blobs[n].data for n in dict.fromkeys(names)}
 
     def _forward_range(self, lo, hi):
@@ -498,7 +535,7 @@ class Net:
 
     def _forward_debug_info(self, i):
         name = self.layer_names[i]
-        for blob_name, t in zip(self.top_names[i], self.top_vecs[i]):
+        for blob_name, t in zip(self.top_name_vecs[i], self.top_vecs[i]):
             logger.info(f"    [Forward] Layer {name}, top blob {blob_name} data: "
                         f"{_abs_mean(t.data_readonly()):g}")
         for j, b in enumerate(self.layers[i].blobs):
@@ -507,7 +544,7 @@ class Net:
 
     def _backward_debug_info(self, i):
         name = self.layer_names[i]
-        for j, (blob_name, b) in enumerate(zip(self.bottom_names[i], self.bottom_vecs[i])):
+        for j, (blob_name, b) in enumerate(zip(self.bottom_name_vecs[i], self.bottom_vecs[i])):
             if self.bottom_need_backward[i][j]:
                 logger.info(f"    [Backward] Layer {name}, bottom blob {blob_name} diff: "
                             f"{_abs_mean(b.diff_readonly()):g}")

@@ -61,7 +61,7 @@ def test_splits_inserted_for_fan_out():
     net = fixed_net()
     splits = [n for n, l in net.layer_dict.items() if l.type == "Split"]
     assert splits == ["h_tanh_0_split"]
-    assert net.top_names[net.layer_names.index("h_tanh_0_split")] == [
+    assert net.top_name_vecs[net.layer_names.index("h_tanh_0_split")] == [
         "h_tanh_0_split_0", "h_tanh_0_split_1", "h_tanh_0_split_2"]
 
 

@@ -125,6 +125,55 @@ def test_net_inputs_outputs_layer_dict_and_partial_forward(workdir):
     assert net.blobs["p"].data.shape == (6, 2) and not net.blobs["p"].data.any()
 
 
+def test_top_and_bottom_names_blob_ids_and_loss_weights_as_pycaffe(workdir):
+    net = caffeish.Net("net.yaml", caffeish.TRAIN, stages=["big"], level=2, seed=3)
+    assert net._layer_names == ["data", "y_data_1_split", "ip1", "relu", "ip2", "p_ip2_0_split",
+                                "loss", "extra"]
+    assert net.top_names == {"data": ["x", "y"],
+                             "y_data_1_split": ["y_data_1_split_0", "y_data_1_split_1"],
+                             "ip1": ["h"], "relu": ["h"], "ip2": ["p"],
+                             "p_ip2_0_split": ["p_ip2_0_split_0", "p_ip2_0_split_1"],
+                             "loss": ["loss"], "extra": ["extra"]}
+    assert list(net.top_names) == net._layer_names                    # ordered like layers
+    assert net.bottom_names["loss"] == ["p_ip2_0_split_0", "y_data_1_split_0"]
+    assert net.bottom_names["data"] == [] and net.bottom_names["relu"] == ["h"]
+    blobs = net._blob_names
+    assert blobs == list(net.blobs)
+    assert [blobs[i] for i in net._bottom_ids(6)] == ["p_ip2_0_split_0", "y_data_1_split_0"]
+    assert [blobs[i] for i in net._top_ids(5)] == ["p_ip2_0_split_0", "p_ip2_0_split_1"]
+    w = net.blob_loss_weights
+    assert list(w) == blobs
+    assert w["loss"] == 1.0 and w["extra"] == 0.0 and w["p"] == 0.0
+
+
+def test_add_callback_runs_around_every_iteration(workdir):
+    solver = caffeish.get_solver("solver.yaml")
+    events = []
+    W = solver.net.params["ip1"][0]
+
+    def on_start():
+        events.append(("start", solver.iter))
+
+    def on_gradients_ready():
+        # the gradients are in, the update not yet applied
+        events.append(("ready", solver.iter, bool(np.abs(W.diff).sum() > 0),
+                       W.data.copy()))
+
+    solver.add_callback(on_start, on_gradients_ready)
+    solver.add_callback(on_start=None, on_gradients_ready=lambda: events.append(("second",)))
+    before = W.data.copy()
+    solver.step(3)
+    kinds = [e[0] for e in events]
+    assert kinds == ["start", "ready", "second"] * 3
+    assert [e[1] for e in events if e[0] == "start"] == [0, 1, 2]
+    ready = [e for e in events if e[0] == "ready"]
+    assert all(e[2] for e in ready)
+    np.testing.assert_array_equal(ready[0][3], before)               # before the first update
+    assert not np.array_equal(ready[1][3], before)
+    with pytest.raises(TypeError, match="on_start must be callable"):
+        solver.add_callback(3)
+
+
 def test_backward_returns_input_diffs_with_force_backward(workdir):
     text = "force_backward: true\n" + NET
     net = caffeish.Net(parse_message(text, "NetParameter", "net.yaml"), "TEST", seed=3)

@@ -145,11 +145,11 @@ def _layer_from_model(model, name, inputs, phase, stages, level, weights, seed):
             net.forward(end=net.layer_names[i - 1])
         layer = net.layers[i]
         bottom = []
-        for b_name, b in zip(net.bottom_names[i], net.bottom_vecs[i]):
+        for b_name, b in zip(net.bottom_name_vecs[i], net.bottom_vecs[i]):
             c = Blob(b.shape, np.float64, name=b_name)
             c.data[...] = b.data
             bottom.append(c)
-        top = [Blob((), np.float64, name=t) for t in net.top_names[i]]
+        top = [Blob((), np.float64, name=t) for t in net.top_name_vecs[i]]
         layer.reshape(bottom, top)
     except BaseException:
         net.close()

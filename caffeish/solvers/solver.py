@@ -45,6 +45,22 @@ def load_solver_param(source) -> Msg:
     return load_message(path, "SolverParameter")
 
 
+class _UserCallback:
+    """add_callback's pair of argument-less functions, in the (solver) callback protocol."""
+
+    def __init__(self, on_start, on_gradients_ready):
+        self._start = on_start
+        self._ready = on_gradients_ready
+
+    def on_start(self, solver):
+        if self._start is not None:
+            self._start()
+
+    def on_gradients_ready(self, solver):
+        if self._ready is not None:
+            self._ready()
+
+
 def solver_type_name(param: Msg) -> str:
     if param.has("type"):
         return param.type
@@ -280,6 +296,17 @@ class Solver:
             be.axpy(-1.0, p.dev_diff, p.dev_data)  # Caffe's Blob::Update: data -= diff
 
     # --- loop ----------------------------------------------------------------------------------
+    def add_callback(self, on_start=None, on_gradients_ready=None):
+        """pycaffe's Solver.add_callback: ``on_start()`` runs at the start of every iteration
+        (after any test pass, before the forward pass), ``on_gradients_ready()`` once the
+        iteration's gradients are in ``net.params[...][j].diff``, before the update applies
+        them. Both take no arguments; either may be None."""
+        for fn, what in ((on_start, "on_start"), (on_gradients_ready, "on_gradients_ready")):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"add_callback: {what} must be callable or None, got "
+                                f"{type(fn).__name__}")
+        self.callbacks.append(_UserCallback(on_start, on_gradients_ready))
+
     def step(self, iters: int):
         p = self.param
         start_iter = self.iter
@@ -296,6 +323,10 @@ class Solver:
                 t_last += time.perf_counter() - t0
                 if self.requested == "stop":
                     break
+            for cb in self.callbacks:
+                start = getattr(cb, "on_start", None)
+                if start is not None:
+                    start(self)
             display = p.display and self.iter % p.display == 0
             self.net.debug_info = bool(display and (p.debug_info or self.net.param.debug_info))
             loss = 0.0
@@ -350,7 +381,7 @@ class Solver:
     def _log_outputs(self, net, label, values_list):
         k = 0
         weights = {}
-        for i, names in enumerate(net.top_names):
+        for i, names in enumerate(net.top_name_vecs):
             for j, n in enumerate(names):
                 weights[n] = net.loss_weights[i][j]
         out = {}

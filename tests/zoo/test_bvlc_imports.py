@@ -123,7 +123,7 @@ def test_train_val_builds_with_shapes(model, phase):
     param = _with_dummy_data(load_message(ZOO / model / "train_val.yaml", "NetParameter"), 2)
     net = caffeish.Net(param, phase=phase)
     try:
-        loss_tops = {t for names, ws in zip(net.top_names, net.loss_weights)
+        loss_tops = {t for names, ws in zip(net.top_name_vecs, net.loss_weights)
                      for t, w in zip(names, ws) if w}
         if model == "bvlc_googlenet":
             # two auxiliary classifiers weighted 0.3, the main one 1
