@@ -1,6 +1,7 @@
-"""compute_image_mean: the per-pixel mean of every record of an LMDB, as a Caffe mean file.
+"""compute_image_mean: the per-pixel mean of every record of an LMDB or a LevelDB, as a Caffe
+mean file.
 
-    compute_image_mean [--backend lmdb] INPUT_DB [OUTPUT_FILE] [--npy MEAN.npy]
+    compute_image_mean [--backend lmdb|leveldb] INPUT_DB [OUTPUT_FILE] [--npy MEAN.npy]
 
 Like Caffe's tools/compute_image_mean.cpp: every record (raw ``data``, ``float_data`` or an
 encoded image, decoded with its own channel count) is summed pixel by pixel and divided by the
@@ -8,6 +9,9 @@ record count; OUTPUT_FILE receives a BlobProto of shape 1 x C x H x W in the leg
 num/channels/height/width fields (what ``transform_param.mean_file`` reads), and the per-channel
 means are printed (``mean_value channel [c]: v``, BGR order for colour data). ``--npy`` also
 saves the C x H x W float32 mean with numpy, as pycaffe's ``*_mean.npy`` files are.
+
+Without ``--backend`` the backend is detected from INPUT_DB (Caffe assumes lmdb); a LevelDB
+needs plyvel (``pip install 'caffeish[leveldb]'``).
 
 Sums are exact (integers for uint8 records, float64 for float records) where Caffe adds in float32,
 so for very large DBs our mean is the more accurate one; for small ones they are equal. Every
@@ -45,12 +49,14 @@ def _show(key: bytes) -> str:
         return repr(key)
 
 
-def compute_mean(db, stream=None, progress_every_s: float | None = None) -> MeanResult:
-    """The mean record of the LMDB ``db`` (raw, float or encoded Datum records)."""
+def compute_mean(db, stream=None, progress_every_s: float | None = None,
+                 backend=None) -> MeanResult:
+    """The mean record of the LMDB or LevelDB ``db`` (raw, float or encoded Datum records);
+    ``backend`` None: detected from the directory."""
     from caffeish.data.datum import datum_to_array, decode_datum
-    from caffeish.data.lmdb_io import LMDBReader
+    from caffeish.data.db import open_db
 
-    with LMDBReader(db) as reader:
+    with open_db(db, backend) as reader:
         n = len(reader)
         if n == 0:
             raise DataError(f"{db} holds no records; there is no mean to compute")
@@ -98,14 +104,15 @@ def write_mean(result: MeanResult, output=None, npy=None) -> None:
             raise DataError(f"{path}: cannot write: {e.strerror or e}") from None
 
 
-def compute_image_mean(db, output=None, npy=None, backend: str = "lmdb", stream=None,
+def compute_image_mean(db, output=None, npy=None, backend: str | None = None, stream=None,
                        progress_every_s: float | None = None) -> MeanResult:
-    """compute_image_mean as a function: compute, then write ``output`` and/or ``npy``."""
-    check_backend(backend)
+    """compute_image_mean as a function: compute, then write ``output`` and/or ``npy``.
+    ``backend``: "lmdb", "leveldb", or None to detect it from ``db``."""
+    backend = check_backend(backend, default=None)
     for target in (output, npy):
         if target and os.path.isdir(target):
             raise DataError(f"{target} is a directory; give a file name for the mean")
-    result = compute_mean(db, stream=stream, progress_every_s=progress_every_s)
+    result = compute_mean(db, stream=stream, progress_every_s=progress_every_s, backend=backend)
     write_mean(result, output, npy)
     return result
 

@@ -1,4 +1,5 @@
-"""convert_imageset: a folder of images + a list file -> an LMDB of Caffe Datum records.
+"""convert_imageset: a folder of images + a list file -> an LMDB (or a LevelDB) of Caffe Datum
+records.
 
     convert_imageset [FLAGS] ROOTFOLDER/ LISTFILE DB_NAME
 
@@ -17,9 +18,12 @@ Caffe's tool (tools/convert_imageset.cpp), record for record:
   decoded (resized, gray) image re-encoded (JPEG quality 95, PNG level 1: OpenCV's defaults).
 - Decoding and resizing follow OpenCV (see :mod:`caffeish.data.images`): ``--resize_height`` and
   ``--resize_width`` resize (INTER_LINEAR, byte-exact with OpenCV) only when *both* are > 0.
-- Transactions commit every 1000 records, the map grows when full, and the DB is written under a
-  hidden temporary name and renamed at the end: an interrupted run leaves nothing that looks like
-  a finished DB. An existing DB_NAME is refused unless ``--overwrite``.
+- ``--backend lmdb`` (the default) or ``--backend leveldb`` (needs plyvel: ``pip install
+  'caffeish[leveldb]'``; written as Caffe does: 256 MiB write buffer, snappy-compressed tables).
+  The keys and values are the same for both.
+- Transactions commit every 1000 records, the LMDB map grows when full, and the DB is written
+  under a hidden temporary name and renamed at the end: an interrupted run leaves nothing that
+  looks like a finished DB. An existing DB_NAME is refused unless ``--overwrite``.
 
 Differences from Caffe, all deliberate:
 
@@ -34,7 +38,6 @@ Differences from Caffe, all deliberate:
 - ``--check_size`` compares decoded C x H x W (Caffe compares ``data`` lengths, which for encoded
   records are file sizes); a mismatch stops the run without writing the DB, as Caffe's CHECK
   aborts.
-- LevelDB is not supported (``--backend leveldb`` is an error).
 - Big images are decoded on up to 4 threads (``--threads N`` to choose; by default threads are
   used when the first images take over 1 ms each); the records still go in list order.
 """
@@ -138,13 +141,16 @@ class Progress:
             self._dirty = False
 
 
-def check_backend(backend: str) -> None:
-    b = (backend or "lmdb").lower()
-    if b == "leveldb":
-        raise DataError("--backend leveldb is not supported: caffeish reads and writes LMDB only "
-                        "(use --backend lmdb, the default)")
-    if b != "lmdb":
-        raise DataError(f"unknown --backend {backend!r}; the only backend is lmdb")
+def check_backend(backend, default: str | None = "lmdb") -> str | None:
+    """``"lmdb"`` or ``"leveldb"`` for a --backend value (any case; Caffe's LMDB/1, LEVELDB/0),
+    ``default`` when it is unset; a DataError naming the valid ones otherwise."""
+    from caffeish.data.db import backend_name
+
+    try:
+        return backend_name(backend) or default
+    except DataError:
+        raise DataError(f"unknown --backend {backend!r}; the backends are lmdb and leveldb") \
+            from None
 
 
 def _is_colour_file(data: bytes) -> bool:
@@ -222,9 +228,9 @@ def convert_imageset(root, list_file, db_name, *, resize_height: int = 0, resize
     raises DataError for bad arguments, a bad list file, an existing DB (unless ``overwrite``),
     a --check_size mismatch or when no image could be read (then nothing is written).
     """
-    from caffeish.data.lmdb_io import LMDBWriter
+    from caffeish.data.db import db_writer
 
-    check_backend(backend)
+    backend = check_backend(backend)
     resize_height = max(0, int(resize_height))
     resize_width = max(0, int(resize_width))
     encode_type = (encode_type or "").strip().lstrip(".")
@@ -235,7 +241,7 @@ def convert_imageset(root, list_file, db_name, *, resize_height: int = 0, resize
     if root.endswith(("/", os.sep)) and not os.path.isdir(root):
         raise DataError(f"root folder {root} is not a directory")
     db = Path(db_name)
-    writer = LMDBWriter(db, overwrite=overwrite, commit_every=commit_every)   # refuses early
+    writer = db_writer(db, backend, overwrite=overwrite, commit_every=commit_every)  # refuses early
     entries = parse_list(list_file)
 
     def say(msg, info=False):

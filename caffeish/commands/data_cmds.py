@@ -104,7 +104,8 @@ _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 @click.option("--shuffle/--noshuffle", default=False,
               help="Shuffle the list before converting (see --seed).")
 @click.option("--backend", default="lmdb", show_default=True,
-              help="Database type: lmdb (leveldb is not supported).")
+              help="Database type: lmdb or leveldb (leveldb needs "
+                   "pip install 'caffeish[leveldb]').")
 @click.option("--resize_width", default=0, show_default=True, type=int,
               help="Width images are resized to (with --resize_height; 0 keeps the size).")
 @click.option("--resize_height", default=0, show_default=True, type=int,
@@ -129,7 +130,8 @@ _CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 def convert_imageset_main(root_folder, list_file, db_name, gray, shuffle, backend, resize_width,
                           resize_height, check_size, encoded, encode_type, seed, skip_bad,
                           overwrite, quiet, threads):
-    """Convert a set of images to an LMDB of Caffe Datum records.
+    """Convert a set of images to an LMDB (or with --backend leveldb, a LevelDB) of Caffe Datum
+    records.
 
     ROOT_FOLDER is put before every path in LIST_FILE, whose lines are
     `relative/path label`. Keys are `%08d_<path>`; pixels are stored C x H x W in BGR order.
@@ -137,6 +139,7 @@ def convert_imageset_main(root_folder, list_file, db_name, gray, shuffle, backen
     \b
     convert_imageset --resize_height 256 --resize_width 256 --shuffle photos/ train.txt train_lmdb
     convert_imageset --gray --encoded --encode_type png digits/ list.txt digits_lmdb
+    convert_imageset --backend leveldb photos/ train.txt train_leveldb
 
     Exit status: 0 when every image was written (or with --skip_bad), 1 when images were
     skipped, 2 on errors (nothing written).
@@ -161,14 +164,15 @@ def convert_imageset_main(root_folder, list_file, db_name, gray, shuffle, backen
 @click.command("compute_image_mean", cls=GflagsCommand, context_settings=_CTX)
 @click.argument("input_db", type=click.Path())
 @click.argument("output_file", required=False, type=click.Path(dir_okay=False))
-@click.option("--backend", default="lmdb", show_default=True,
-              help="Database type: lmdb (leveldb is not supported).")
+@click.option("--backend", default=None,
+              help="Database type: lmdb or leveldb (default: detected from INPUT_DB; leveldb "
+                   "needs pip install 'caffeish[leveldb]').")
 @click.option("--npy", default=None, type=click.Path(dir_okay=False),
               help="Also save the C x H x W float32 mean as a numpy .npy file.")
 @click.option("--quiet/--noquiet", default=False, help="No progress and no channel means.")
 @_tool_errors("compute_image_mean")
 def compute_image_mean_main(input_db, output_file, backend, npy, quiet):
-    """Compute the mean image of an LMDB and save it as a Caffe mean file.
+    """Compute the mean image of an LMDB or a LevelDB and save it as a Caffe mean file.
 
     OUTPUT_FILE is a BlobProto (.binaryproto) of shape 1 x C x H x W, what
     `transform_param: {mean_file: ...}` reads. The per-channel means (BGR for colour data)
@@ -202,8 +206,9 @@ def compute_image_mean_main(input_db, output_file, backend, npy, quiet):
               help="How many sample keys to show.")
 @_tool_errors("caffeish")
 def inspect_cmd(db, dump, verify, n_keys):
-    """Summarise an LMDB of Datum records: count, shapes, channels, raw or encoded, labels,
-    sample keys and unreadable records. Exits 1 when some records cannot be read.
+    """Summarise an LMDB or a LevelDB of Datum records (detected from DB): count, shapes,
+    channels, raw or encoded, labels, sample keys and unreadable records. Exits 1 when some
+    records cannot be read.
 
     \b
     caffeish data inspect train_lmdb

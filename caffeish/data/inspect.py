@@ -1,4 +1,5 @@
-"""What is inside a Caffe LMDB: ``caffeish data inspect DB [--dump N OUTDIR]``.
+"""What is inside a Caffe LMDB or LevelDB: ``caffeish data inspect DB [--dump N OUTDIR]``
+(the backend is detected from the directory).
 
 :func:`inspect_db` reads every record once and reports the count, raw / encoded / float_data
 records, the distinct C x H x W shapes, channel counts, the label histogram, a few sample keys
@@ -41,9 +42,10 @@ class DBReport:
     sample_keys: list = field(default_factory=list)
     bad: list = field(default_factory=list)
     verified: bool = False
+    kind: str = "LMDB"                                     # or "LevelDB"
 
     def format(self, max_labels: int = 30, max_bad: int = 20) -> str:
-        out = [f"LMDB {self.path}", f"records: {self.count}"]
+        out = [f"{self.kind} {self.path}", f"records: {self.count}"]
         kinds = [f"{n} {what}" for n, what in ((self.raw, "raw"), (self.encoded, "encoded"),
                                                (self.float_records, "float_data")) if n]
         out.append("kind: " + (", ".join(kinds) if kinds else "none"))
@@ -106,11 +108,13 @@ def _header_shape(data: bytes) -> tuple[str, tuple[int, int, int]]:
 
 
 def inspect_db(path, samples: int = 5, verify: bool = False) -> DBReport:
-    """Read every record of the LMDB at ``path`` and summarise it (see the module doc)."""
-    from .lmdb_io import LMDBReader
+    """Read every record of the LMDB or LevelDB at ``path`` and summarise it (see the module
+    doc)."""
+    from .db import db_kind, open_db
 
     report = DBReport(path=Path(path), verified=verify)
-    with LMDBReader(path) as reader:
+    with open_db(path) as reader:
+        report.kind = db_kind(reader)
         for key, value in reader:
             report.count += 1
             if len(report.sample_keys) < samples:
@@ -159,13 +163,13 @@ def _to_pil(arr: np.ndarray):
 
 
 def dump_images(path, n: int, outdir) -> tuple[list[Path], list[str]]:
-    """Write the first ``n`` records of the LMDB as PNG files in ``outdir``.
+    """Write the first ``n`` records of the LMDB or LevelDB as PNG files in ``outdir``.
 
     Files are named ``<index>_label<label>_<key>.png``; BGR records become RGB PNGs. float_data
     records are scaled linearly from their [min, max] to [0, 255]. Returns (files written, notes
     about records that could not be written).
     """
-    from .lmdb_io import LMDBReader
+    from .db import open_db
 
     if n < 0:
         raise DataError(f"--dump takes a number of images >= 0, got {n}")
@@ -177,7 +181,7 @@ def dump_images(path, n: int, outdir) -> tuple[list[Path], list[str]]:
     written, notes = [], []
     if n == 0:
         return written, notes
-    with LMDBReader(path) as reader:
+    with open_db(path) as reader:
         for i, (key, value) in enumerate(reader):
             if i >= n:
                 break

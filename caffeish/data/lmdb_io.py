@@ -37,6 +37,21 @@ def _as_key(key) -> bytes:
     raise TypeError(f"LMDB keys are str or bytes, got {type(key).__name__}")
 
 
+def move_into_place(tmp: Path, path: Path) -> None:
+    """Rename the finished database directory ``tmp`` onto ``path``, replacing what is there
+    (moved aside first, deleted after): the last step of an atomic write."""
+    old = None
+    if path.exists() or path.is_symlink():
+        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
+
+
 class LMDBWriter:
     """Write an LMDB at ``path`` atomically.
 
@@ -140,17 +155,8 @@ class LMDBWriter:
         except DataError:
             self._discard()
             raise
-        old = None
-        if self.path.exists() or self.path.is_symlink():
-            old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(self.path, old)
-        os.replace(self._tmp, self.path)
+        move_into_place(self._tmp, self.path)
         self._tmp = None
-        if old is not None:
-            if old.is_dir() and not old.is_symlink():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink()
 
     def abort(self):
         """Drop everything written so far; ``path`` is left as it was."""
@@ -213,6 +219,10 @@ class LMDBReader:
             raise DataError(f"LMDB {self.path} does not exist; {MAKE_DB_HINT}")
         subdir = self.path.is_dir()
         if subdir and not (self.path / "data.mdb").is_file():
+            if (self.path / "CURRENT").is_file():
+                raise DataError(f"{self.path} is a LevelDB (it holds CURRENT), not an LMDB; read "
+                                "it with backend leveldb (data_param backend: LEVELDB, "
+                                "--backend leveldb) or leave the backend unset to detect it")
             raise DataError(f"{self.path} is not an LMDB (no data.mdb inside); {MAKE_DB_HINT}")
         self._key, self.env, self._len = _open_shared(self.path, subdir)
 

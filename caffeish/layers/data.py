@@ -1,5 +1,5 @@
-"""data layers: Input, DummyData, Data (LMDB of Caffe Datum records) and ImageData (image files
-from a list), the last two prefetched on a thread."""
+"""data layers: Input, DummyData, Data (LMDB or LevelDB of Caffe Datum records) and ImageData
+(image files from a list), the last two prefetched on a thread."""
 from __future__ import annotations
 
 import weakref
@@ -275,13 +275,16 @@ class _PrefetchingDataLayer(Layer):
 
 @register_layer("Data")
 class DataLayer(_PrefetchingDataLayer):
-    """Batches of Datum records from an LMDB (Caffe's DataLayer), prefetched on a thread.
+    """Batches of Datum records from an LMDB or a LevelDB (Caffe's DataLayer), prefetched on a
+    thread.
 
     Tops: data (batch_size x C x H' x W', transformed by ``transform_param``) and optionally
     label (batch_size). The record shape comes from the first record; records are read in key
     order and the cursor wraps around at the end. ``rand_skip`` skips a random number of records
-    in [0, rand_skip) at setup. ``backend`` must be LMDB (LevelDB is not supported; an unset
-    backend means LMDB). ``prefetch`` batches are prepared ahead (0: read inside forward).
+    in [0, rand_skip) at setup. ``backend`` is LMDB or LEVELDB; unset, it is detected from the
+    source directory (data.mdb: LMDB, CURRENT: LevelDB), where Caffe would assume LEVELDB. A
+    backend that disagrees with the directory is an error. LevelDB needs plyvel (``pip install
+    'caffeish[leveldb]'``). ``prefetch`` batches are prepared ahead (0: read inside forward).
     A relative ``source`` is looked up in the current directory, then beside the net file.
 
     get_state/set_state capture the read position and the transformation RNG as of the last
@@ -298,18 +301,19 @@ class DataLayer(_PrefetchingDataLayer):
         return tp
 
     def setup(self, bottom, top):
-        from ..data.lmdb_io import MAKE_DB_HINT, LMDBReader
+        from ..data.db import backend_name, open_db
+        from ..data.lmdb_io import MAKE_DB_HINT
         from ..data.transformer import DataTransformer, resolve_path
         from ..data.datum import datum_to_array, decode_datum
 
         p = self.param
-        if p.has("backend") and p.backend in ("LEVELDB", 0):
-            raise self.config_error("backend LEVELDB is not supported: caffeish reads LMDB only. "
-                                    "Convert the data to LMDB (convert_imageset --backend lmdb, "
-                                    "`caffeish data mnist DIR`) and set backend: LMDB", "backend")
+        try:
+            backend = backend_name(p.backend) if p.has("backend") else None
+        except DataError as e:
+            raise self.config_error(str(e), "backend") from None
         if not p.source:
-            raise self.config_error("data_param.source is not set (the LMDB directory to read)",
-                                    "source")
+            raise self.config_error("data_param.source is not set (the LMDB or LevelDB directory "
+                                    "to read)", "source")
         self.batch_size = int(p.batch_size)
         if self.batch_size <= 0:
             raise self.config_error(f"batch_size must be positive, got {self.batch_size}",
@@ -321,11 +325,15 @@ class DataLayer(_PrefetchingDataLayer):
                 f"data source {p.source!r} not found; tried "
                 + " and ".join(str(t) for t in tried) + f"; {MAKE_DB_HINT}", "source")
         self.source = found
+        reader = None
         try:
-            self.reader = LMDBReader(found)
-            cursor = self.reader.cursor()
+            reader = open_db(found, backend)
+            cursor = reader.cursor()
         except DataError as e:
+            if reader is not None:      # an empty DB: let go of it (LevelDB holds a lock)
+                reader.close()
             raise self.data_error(str(e), "source") from None
+        self.reader = reader
         if p.rand_skip:
             skip = int(self.rng.integers(0, int(p.rand_skip)))
             cursor.seek(skip)

@@ -20,9 +20,9 @@ D007   no-loss-path        a layer with learnable parameters (or a dead-end laye
 D008   batchnorm-lr-mult   a BatchNorm layer whose statistics blobs have a non-zero lr_mult
 =====  ==================  ==================================================================
 
-Data checks read the sources the data layers name (LMDB, image list, HDF5 list) when they are
-present, the first ``max_records`` records for labels; a missing source only skips them (say
-``verbose`` to be told). A net without any loss (a deploy net) skips D007.
+Data checks read the sources the data layers name (LMDB or LevelDB, image list, HDF5 list) when
+they are present, the first ``max_records`` records for labels; a missing source only skips them
+(say ``verbose`` to be told). A net without any loss (a deploy net) skips D007.
 """
 from __future__ import annotations
 
@@ -231,10 +231,10 @@ class Sources:
 
     def _data(self, found, lp, p, dirs):
         from ..data.datum import datum_to_array, decode_datum
-        from ..data.lmdb_io import LMDBReader
+        from ..data.db import backend_name, open_db
         info = SourceInfo(found, labels=Counter())
         tp = lp.transform_param
-        with LMDBReader(found) as r:
+        with open_db(found, backend_name(p.backend) if p.has("backend") else None) as r:
             info.count = len(r)
             for _, value in r:
                 d = decode_datum(value)

@@ -255,7 +255,7 @@ class ShapeContext:
                 item, note = self._declared(lp, tp, f"data source {p.source!r} not found")
                 return batch, item, note
             try:
-                return batch, self._crop(tp, self._lmdb_first(found, tp)), \
+                return batch, self._crop(tp, self._db_first(found, tp, p)), \
                     f"shape from the first record of {found}"
             except DataError as e:
                 item, note = self._declared(lp, tp, f"cannot read {found} ({e})")
@@ -290,17 +290,17 @@ class ShapeContext:
             return batch, None, "HDF5 source not readable (needs h5py and the files)"
         return 1, None, f"no shape rule for {t}"
 
-    def _lmdb_first(self, path, tp):
+    def _db_first(self, path, tp, p):
         from ..data.datum import datum_to_array, decode_datum
-        from ..data.lmdb_io import LMDBReader
-        with LMDBReader(path) as r:
+        from ..data.db import backend_name, open_db
+        with open_db(path, backend_name(p.backend) if p.has("backend") else None) as r:
             for _, value in r:
                 arr = datum_to_array(decode_datum(value), bool(tp.force_color),
                                      bool(tp.force_gray))
                 if arr.ndim != 3:
                     raise DataError("first record is not C x H x W")
                 return tuple(int(x) for x in arr.shape)
-        raise DataError("the LMDB is empty")
+        raise DataError("the database is empty")
 
     def _first_image_size(self, lp, p):
         found = self.resolve(lp, p.source) if p.source else None

@@ -600,10 +600,14 @@ def test_data_layer_source_relative_to_cwd_then_net_file(tmp_path, monkeypatch, 
 
 def test_data_layer_backend(small_db):
     path, _, _ = small_db
-    with pytest.raises(ConfigError, match=r"layer 'data' \(Data\).*LEVELDB is not supported"):
+    # LevelDB is read too (tests/data/test_leveldb.py); an LMDB is not one
+    with pytest.raises(DataError, match=r"layer 'data' \(Data\).*is an LMDB \(it holds data.mdb\), "
+                                        r"but the backend asked for is leveldb"):
         build(data_spec(path, 2, backend="LEVELDB"))
-    layer, top = build(data_spec(path, 2, backend="LMDB"))
-    layer.close()
+    for backend in ({"backend": "LMDB"}, {"backend": 1}, {}):     # unset: detected
+        layer, top = build(data_spec(path, 2, **backend))
+        assert isinstance(layer.reader, LMDBReader)
+        layer.close()
 
 
 @pytest.mark.parametrize("param,err,match", [

@@ -70,8 +70,12 @@ def test_gflags_backend_and_leveldb(photo_db, tmp_path):
     _, db = photo_db
     r = CliRunner().invoke(compute_image_mean_main, ["-backend=lmdb", str(db), "--quiet"])
     assert r.exit_code == 0 and r.output == ""
+    # LevelDBs are read too (tests/data/test_leveldb.py), but this DB is an LMDB
     r = CliRunner().invoke(compute_image_mean_main, ["--backend", "leveldb", str(db)])
-    assert r.exit_code == 2 and "leveldb is not supported" in r.output
+    assert r.exit_code == 2
+    assert "is an LMDB (it holds data.mdb), but the backend asked for is leveldb" in r.output
+    r = CliRunner().invoke(compute_image_mean_main, ["--backend", "rocksdb", str(db)])
+    assert r.exit_code == 2 and "the backends are lmdb and leveldb" in r.output
 
 
 def test_float_data_records(tmp_path):

@@ -361,11 +361,12 @@ def test_nothing_readable_writes_nothing(tmp_path):
     assert not (tmp_path / "db").exists()
 
 
-def test_leveldb_and_unknown_encodings_are_errors(tmp_path):
+def test_unknown_backends_and_encodings_are_errors(tmp_path):
     write_images(tmp_path / "im", 1)
     lst = PhotoSet.write_list(tmp_path / "l.txt", [("img0.png", 0)])
-    r = run("--backend", "leveldb", tmp_path / "im", lst, tmp_path / "db")
-    assert r.exit_code == 2 and "leveldb is not supported" in r.output
+    r = run("--backend", "leveldbx", tmp_path / "im", lst, tmp_path / "db")
+    assert r.exit_code == 2
+    assert "unknown --backend 'leveldbx'; the backends are lmdb and leveldb" in r.output
     r = run("--encode_type", "xyz", tmp_path / "im", lst, tmp_path / "db")
     assert r.exit_code == 2 and "cannot encode images as 'xyz'" in r.output
     with pytest.raises(DataError, match="root folder"):
