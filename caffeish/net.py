@@ -151,6 +151,28 @@ def _abs_mean(a) -> float:
     return float(np.abs(a).sum()) / a.size if a.size else 0.0
 
 
+_GLOBAL_SEEDS: np.random.Generator | None = None
+
+
+def set_random_seed(seed: int) -> None:
+    """pycaffe's ``caffe.set_random_seed``: nets built afterwards without a seed of their own
+    (``seed=None``; solvers whose ``random_seed`` is unset) draw their fillers, dropout masks and
+    data-layer randomness from seeds taken in turn from this one, so a script repeats exactly."""
+    global _GLOBAL_SEEDS
+    seed = int(seed)
+    _GLOBAL_SEEDS = np.random.default_rng(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _unpad(arr, pad: int) -> np.ndarray:
+    """A copy of one batch's rows without the ``pad`` padding rows; a scalar (a loss) becomes one
+    entry per batch."""
+    arr = np.array(arr, copy=True)
+    if arr.ndim == 0:
+        return arr[None]
+    return arr[:len(arr) - pad] if pad else arr
+
+
 class Net:
     """A net for one phase. ``blobs`` and ``params`` are name-ordered dicts of Blobs (pycaffe's)."""
 
@@ -175,6 +197,8 @@ class Net:
             state.set("phase", phase)
         self.state = state
         seed_base = None if seed is None or seed < 0 else int(seed)
+        if seed_base is None and _GLOBAL_SEEDS is not None:
+            seed_base = int(_GLOBAL_SEEDS.integers(0, 2**31))
 
         selected = filter_net(self.param, state)
         if not selected:
@@ -499,6 +523,65 @@ class Net:
         self.backward()
         return loss
 
+    # --- pycaffe's whole-dataset helpers ----------------------------------------------------------
+    def _batches(self, arrays: dict):
+        """Split {input name: N x ... array} into the net's batch size (the first input blob's
+        num); the last batch is padded with zeros. Yields (batch dict, padding)."""
+        if not arrays:
+            raise ConfigError("forward_all(): pass the inputs as keyword arrays, e.g. "
+                              f"forward_all({(self.inputs or ['data'])[0]}=images)")
+        arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        sizes = {k: len(v) for k, v in arrays.items()}
+        if len(set(sizes.values())) != 1:
+            raise ShapeError(f"forward_all(): the inputs differ in length: {sizes}")
+        n = next(iter(sizes.values()))
+        first = next(iter(arrays))
+        if first not in self.blobs:
+            raise ConfigError(f"forward_all(): net '{self.name}' has no blob named {first!r}; "
+                              f"its inputs are {self.inputs}")
+        bs = self.blobs[first].shape[0] if self.blobs[first].shape else n
+        bs = max(int(bs), 1)
+        for lo in range(0, n, bs):
+            batch = {k: v[lo:lo + bs] for k, v in arrays.items()}
+            pad = bs - len(batch[first])
+            if pad:
+                batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+                         for k, v in batch.items()}
+            yield batch, pad
+
+    def forward_all(self, blobs=None, **inputs):
+        """pycaffe's forward_all: run any number of items through the net in batches of its
+        batch size; returns {output (and ``blobs``) name: array with one row per item}."""
+        outs: dict = {}
+        for batch, pad in self._batches(inputs):
+            res = self.forward(blobs=blobs, **batch)
+            for name, arr in res.items():
+                outs.setdefault(name, []).append(_unpad(arr, pad))
+        return {k: np.concatenate(v) for k, v in outs.items()}
+
+    def forward_backward_all(self, blobs=None, diffs=None, **kwargs):
+        """pycaffe's forward_backward_all: keyword arrays fill the inputs (forward) and the
+        output diffs (backward); returns ({output: array}, {input or ``diffs`` name: diff})."""
+        ins = {k: v for k, v in kwargs.items() if k in self.inputs}
+        out_diffs = {k: v for k, v in kwargs.items() if k in self.outputs and k not in ins}
+        unknown = set(kwargs) - set(ins) - set(out_diffs)
+        if unknown:
+            raise ConfigError(f"forward_backward_all(): {sorted(unknown)} are neither inputs "
+                              f"{self.inputs} nor outputs {self.outputs} of net '{self.name}'")
+        outs: dict = {}
+        grads: dict = {}
+        for batch, pad in self._batches({**out_diffs, **ins}):
+            res = self.forward(blobs=blobs, **{k: v for k, v in batch.items() if k in ins})
+            for k in out_diffs:
+                self.blobs[k].diff[...] = batch[k]
+            res = {k: _unpad(v, pad) for k, v in res.items()}
+            for name, arr in self.backward(diffs=diffs).items():
+                grads.setdefault(name, []).append(_unpad(arr, pad))
+            for name, arr in res.items():
+                outs.setdefault(name, []).append(arr)
+        return ({k: np.concatenate(v) for k, v in outs.items()},
+                {k: np.concatenate(v) for k, v in grads.items()})
+
     def clear_param_diffs(self):
         for p in self.learnable_params:
             p.zero_diff()  # where the diff lives: no device round trip in GPU mode
@@ -519,6 +602,8 @@ class Net:
                 layer.blobs[j] = theirs
             self.params[name] = layer.blobs
 
+    share_with = share_weights_from          # pycaffe's name
+
     def copy_from(self, path_or_param, log=True):
         """Copy weights by layer name from a .caffemodel (Caffe's CopyTrainedLayersFrom)."""
         from .weights import copy_weights
@@ -527,6 +612,16 @@ class Net:
     def save(self, path):
         from .weights import save_caffemodel
         save_caffemodel(self, path)
+
+    def save_hdf5(self, path):
+        """Caffe's HDF5 weights (data/<layer>/<j>); needs h5py."""
+        from .io.hdf5_snapshot import save_net_hdf5
+        save_net_hdf5(self, path)
+
+    def load_hdf5(self, path):
+        """Copy weights by layer name from Caffe's HDF5 weights, whatever the file's ending."""
+        from .weights import copy_weights
+        return copy_weights(self, path, hdf5=True)
 
     # --- debug_info: Caffe's per-layer magnitudes (mean absolute value) in the log ---------------
     def _param_display_name(self, i, j):

@@ -20,9 +20,10 @@ def _legacy_equal(want, got):
     return False
 
 
-def copy_weights(net, source, log=True) -> dict:
+def copy_weights(net, source, log=True, hdf5: bool | None = None) -> dict:
     """Copy blobs from ``source`` (a path or a NetParameter Msg) into ``net``'s same-named layers.
-    A path ending in .h5 is read as Caffe's HDF5 weights (io/hdf5_snapshot.py).
+    A path ending in .h5 is read as Caffe's HDF5 weights (io/hdf5_snapshot.py); ``hdf5``
+    True/False says which a path is whatever its ending.
 
     Returns {'copied': [...], 'skipped': [...], 'not_in_file': [...]}: layers whose weights were
     copied, layers of the file absent from the net, and the net's parametrised layers that the
@@ -36,7 +37,7 @@ def copy_weights(net, source, log=True) -> dict:
     label = source if not isinstance(source, Msg) else "<NetParameter>"
     if isinstance(source, Msg):
         entries = layer_blobs(source)
-    elif is_hdf5(source):
+    elif is_hdf5(source) if hdf5 is None else hdf5:
         entries = read_net_hdf5(source)
     else:
         entries = layer_blobs(read_netparameter(source))

@@ -170,8 +170,70 @@ def test_add_callback_runs_around_every_iteration(workdir):
     assert all(e[2] for e in ready)
     np.testing.assert_array_equal(ready[0][3], before)               # before the first update
     assert not np.array_equal(ready[1][3], before)
+    assert solver.lr == pytest.approx(0.05)                           # lr_policy: fixed
     with pytest.raises(TypeError, match="on_start must be callable"):
         solver.add_callback(3)
+
+
+def test_forward_all_and_forward_backward_all_batch_any_number_of_items(workdir):
+    net = caffeish.Net("net.yaml", caffeish.TEST, seed=3)          # batch size 6
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(14, 4)), rng.normal(size=(14, 2))      # 6 + 6 + 2 (padded)
+    out = net.forward_all(blobs=["p"], x=x, y=y)
+    assert set(out) == {"p", "loss"}
+    W1, b1 = (a.data.astype(np.float64) for a in net.params["ip1"])
+    W2, b2 = (a.data.astype(np.float64) for a in net.params["ip2"])
+    p = np.maximum(x @ W1.T + b1, 0) @ W2.T + b2
+    np.testing.assert_allclose(out["p"], p, rtol=1e-5, atol=1e-6)   # one row per item
+    assert out["loss"].shape == (3,)                                # a scalar: one per batch
+    assert net.blobs["x"].shape == (6, 4)                           # the batch size is kept
+
+    net = caffeish.Net(parse_message("force_backward: true\n" + NET, "NetParameter", "net.yaml"),
+                       "TEST", seed=3)
+    outs, diffs = net.forward_backward_all(x=x, y=y)
+    np.testing.assert_allclose(outs["loss"], out["loss"], rtol=1e-6)
+    # EuclideanLoss: d/dy = -(p - y) / n per batch of n = 6; the padded rows are dropped
+    assert diffs["y"].shape == (14, 2)
+    np.testing.assert_allclose(diffs["y"], -(p - y) / 6, rtol=1e-4, atol=1e-6)
+    with pytest.raises(caffeish.ShapeError, match="differ in length"):
+        net.forward_all(x=x, y=y[:3])
+    with pytest.raises(caffeish.ConfigError, match="neither inputs"):
+        net.forward_backward_all(x=x, z=y)
+
+
+def test_share_with_and_hdf5_weights(workdir):
+    pytest.importorskip("h5py", reason="HDF5 weights need h5py (pip install h5py)")
+    train = caffeish.Net("net.yaml", caffeish.TRAIN, seed=1)
+    test = caffeish.Net("net.yaml", caffeish.TEST, seed=2)
+    test.share_with(train)
+    assert test.params["ip1"][0] is train.params["ip1"][0]
+    train.params["ip1"][0].data[...] = 0.25
+    assert (test.params["ip1"][0].data == 0.25).all()
+    train.save_hdf5(str(workdir / "w.weights"))                    # any ending
+    other = caffeish.Net("net.yaml", caffeish.TEST, seed=5)
+    other.load_hdf5(str(workdir / "w.weights"))
+    for name in ("ip1", "ip2"):
+        for a, b in zip(other.params[name], train.params[name]):
+            np.testing.assert_array_equal(a.data, b.data)
+
+
+def test_set_random_seed_makes_unseeded_nets_repeat(workdir, monkeypatch):
+    import caffeish.net
+    monkeypatch.setattr(caffeish.net, "_GLOBAL_SEEDS", None)
+
+    def weights():
+        a, b = caffeish.Net("net.yaml", caffeish.TRAIN), caffeish.Net("net.yaml", caffeish.TRAIN)
+        return [n.params["ip1"][0].data.copy() for n in (a, b)]
+
+    caffeish.set_random_seed(7)
+    first = weights()
+    caffeish.set_random_seed(7)
+    again = weights()
+    for u, v in zip(first, again):
+        np.testing.assert_array_equal(u, v)
+    assert not np.array_equal(first[0], first[1])        # successive nets get their own seeds
+    caffeish.set_random_seed(8)
+    assert not np.array_equal(weights()[0], first[0])
 
 
 def test_backward_returns_input_diffs_with_force_backward(workdir):

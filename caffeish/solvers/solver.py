@@ -236,6 +236,12 @@ class Solver:
         self.net.copy_from(path)
 
     # --- the update --------------------------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        """The learning rate the next update uses (pycaffe's ``solver.lr``)."""
+        rate, _ = learning_rate(self.param, self.iter, self.current_step)   # no state change
+        return float(rate)
+
     def get_learning_rate(self):
         rate, self.current_step = learning_rate(self.param, self.iter, self.current_step)
         return rate
