@@ -1,5 +1,5 @@
 """Data commands: ``caffeish data inspect``, ``caffeish data fashion-mnist`` and the console
-scripts ``convert_imageset`` and ``compute_image_mean``.
+scripts ``convert_imageset``, ``compute_image_mean`` and ``extract_features``.
 
 The console scripts take Caffe's gflags spellings as well as click's: ``-resize_height=256``,
 ``--resize_height 256``, ``--gray``, ``--gray=true``, ``-gray=false``, ``--nogray``. A
@@ -16,7 +16,7 @@ import click
 from ..errors import CaffeishError
 
 __all__ = ["inspect_cmd", "fashion_mnist_cmd", "convert_imageset_main", "compute_image_mean_main",
-           "GflagsCommand", "normalize_gflags"]
+           "extract_features_main", "GflagsCommand", "normalize_gflags"]
 
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
@@ -193,6 +193,52 @@ def compute_image_mean_main(input_db, output_file, backend, npy, quiet):
         click.echo(f"mean of {result.count} records"
                    + (f" written to {' and '.join(where)}" if where else
                       " (give OUTPUT_FILE to save it)"))
+
+
+# --- extract_features ----------------------------------------------------------------------
+@click.command("extract_features", cls=GflagsCommand, context_settings=_CTX)
+@click.argument("pretrained_net_param", type=click.Path(dir_okay=False))
+@click.argument("feature_extraction_proto_file", type=click.Path(dir_okay=False))
+@click.argument("blob_names")
+@click.argument("db_names")
+@click.argument("num_mini_batches", type=int)
+@click.argument("db_type", default="lmdb", required=False)
+@click.argument("mode", default="CPU", required=False,
+                type=click.Choice(["CPU", "GPU"], case_sensitive=False))
+@click.argument("device_id", default=0, required=False, type=int)
+@click.option("--overwrite/--nooverwrite", default=False, help="Replace existing databases.")
+@click.option("--stage", default="", help="Comma-separated NetState stages.")
+@click.option("--level", default=0, type=int, help="NetState level.")
+@_tool_errors("extract_features")
+def extract_features_main(pretrained_net_param, feature_extraction_proto_file, blob_names,
+                          db_names, num_mini_batches, db_type, mode, device_id, overwrite, stage,
+                          level):
+    """Run a trained net (TEST phase) over its data and save blobs' values in databases, with
+    Caffe's arguments: weights, net, blobs, databases, batches, lmdb|leveldb, CPU|GPU, device.
+
+    BLOB_NAMES and DB_NAMES are comma-separated, one database per blob. Each item of a blob
+    becomes a Datum (float_data, the blob's C x H x W) under keys 0000000000, 0000000001, ...
+
+    \b
+    extract_features lenet_iter_10000.caffemodel lenet_train_test.yaml ip1,ip2 \\
+        ip1_lmdb,ip2_lmdb 100 lmdb
+    extract_features net.caffemodel features.prototxt fc7 fc7_leveldb 10 leveldb GPU 0
+    """
+    from data_tools.extract_features import extract_features
+
+    from .. import backend
+    from ..log import setup_logging
+
+    setup_logging()
+    if mode.upper() == "GPU":
+        backend.set_mode_gpu(device_id)
+    else:
+        backend.set_mode_cpu()
+    counts = extract_features(pretrained_net_param, feature_extraction_proto_file, blob_names,
+                              db_names, num_mini_batches, db_type, overwrite=overwrite,
+                              stages=[s for s in stage.split(",") if s], level=level)
+    for (b, n), path in zip(counts.items(), db_names.split(",")):
+        click.echo(f"{b}: {n} records written to {path.strip()}")
 
 
 # --- caffeish data inspect -----------------------------------------------------------------
