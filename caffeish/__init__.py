@@ -30,6 +30,7 @@ from .backend import set_device, set_mode_cpu, set_mode_gpu  # noqa: E402,F401
 from .blob import Blob  # noqa: E402,F401
 from .errors import CaffeishError, ConfigError, DataError, FormatError, ShapeError  # noqa: E402,F401
 from .net import Net, set_random_seed  # noqa: E402,F401
+from .net_spec import NetSpec  # noqa: E402,F401
 from .solvers import Solver, get_solver  # noqa: E402,F401
 from .solvers.adaptive import (AdaDeltaSolver, AdaGradSolver, AdamSolver,  # noqa: E402,F401
                                NesterovSolver, RMSPropSolver)

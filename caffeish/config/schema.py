@@ -266,6 +266,12 @@ class Msg:
     def __repr__(self):
         return f"{self._def.name}({self.to_dict()!r})"
 
+    def __str__(self):
+        """Protobuf text format, as str() of a protobuf message gives (pycaffe's
+        ``str(net_spec.to_proto())`` writes a prototxt)."""
+        from ..io.prototxt import to_prototxt
+        return to_prototxt(self)
+
 
 def _plain_eq(a, b):
     if isinstance(a, dict) and isinstance(b, dict):
