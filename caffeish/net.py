@@ -281,6 +281,8 @@ class Net:
         self._setup_params()
         self._setup_backward()
         self.debug_info = bool(self.param.debug_info)
+        self._hooks = {"before_forward": [], "after_forward": [], "before_backward": [],
+                       "after_backward": []}
         if verbose:
             mem = sum(b.count for b in self.blobs.values()) * self.dtype.itemsize
             logger.info(f"Network initialization done ({phase}); memory required for data: "
@@ -439,6 +441,25 @@ class Net:
         index = {name: k for k, name in enumerate(self.blobs)}
         return [index[n] for n in self.bottom_name_vecs[i]]
 
+    # pycaffe's per-layer hooks: fn(i) runs before/after layer i's forward or backward
+    def _add_hook(self, kind, fn):
+        if not callable(fn):
+            raise TypeError(f"{kind}: give a function of the layer index, got "
+                            f"{type(fn).__name__}")
+        self._hooks[kind].append(fn)
+
+    def before_forward(self, fn):
+        self._add_hook("before_forward", fn)
+
+    def after_forward(self, fn):
+        self._add_hook("after_forward", fn)
+
+    def before_backward(self, fn):
+        self._add_hook("before_backward", fn)
+
+    def after_backward(self, fn):
+        self._add_hook("after_backward", fn)
+
     def _layer_index(self, name, default):
         if name is None:
             return default
@@ -484,12 +505,17 @@ class Net:
             for name in self._inputs:
                 logger.info(f"    [Forward] Input {name} data: "
                             f"{_abs_mean(self.blobs[name].data_readonly()):g}")
+        before, after = self._hooks["before_forward"], self._hooks["after_forward"]
         for i in range(lo, hi + 1):
+            for fn in before:
+                fn(i)
             layer, bottom, top = self.layers[i], self.bottom_vecs[i], self.top_vecs[i]
             layer.reshape(bottom, top)
             layer.forward(bottom, top)
             if self.debug_info:
                 self._forward_debug_info(i)
+            for fn in after:
+                fn(i)
             for t, w in zip(top, self.loss_weights[i]):
                 if w:
                     loss += w * float(t.data_readonly().sum())
@@ -504,7 +530,10 @@ class Net:
         """Backpropagate from the loss tops; returns {bottom/input blob: diff} like pycaffe."""
         hi = self._layer_index(start, len(self.layers) - 1)
         lo = self._layer_index(end, 0)
+        before, after = self._hooks["before_backward"], self._hooks["after_backward"]
         for i in range(hi, lo - 1, -1):
+            for fn in before:
+                fn(i)
             for t, w in zip(self.top_vecs[i], self.loss_weights[i]):
                 if w:
                     t.diff[...] = w
@@ -513,6 +542,8 @@ class Net:
                                         self.bottom_vecs[i])
                 if self.debug_info:
                     self._backward_debug_info(i)
+            for fn in after:
+                fn(i)
         if self.debug_info and start is None and end is None:
             self._params_debug_info()
         names = list(diffs or []) + self.inputs

@@ -236,6 +236,25 @@ def test_set_random_seed_makes_unseeded_nets_repeat(workdir, monkeypatch):
     assert not np.array_equal(weights()[0], first[0])
 
 
+def test_forward_and_backward_hooks_see_each_layer(workdir):
+    net = caffeish.Net("net.yaml", caffeish.TRAIN, seed=3)
+    seen = []
+    net.before_forward(lambda i: seen.append(("bf", i, net.blobs["p"].data.copy())))
+    net.after_forward(lambda i: seen.append(("af", i)))
+    net.before_backward(lambda i: seen.append(("bb", i)))
+    net.after_backward(lambda i: seen.append(("ab", i)))
+    net.forward_backward()
+    n = len(net.layers)
+    assert [e[:2] for e in seen] == (
+        [x for i in range(n) for x in (("bf", i), ("af", i))]
+        + [x for i in reversed(range(n)) for x in (("bb", i), ("ab", i))])
+    ip2 = net.layer_names.index("ip2")
+    # before ip2 ran, p was still unset; after, the next layer's "before" sees it
+    assert not seen[2 * ip2][2].any() and seen[2 * ip2 + 2][2].any()
+    with pytest.raises(TypeError, match="function of the layer index"):
+        net.before_forward(3)
+
+
 def test_backward_returns_input_diffs_with_force_backward(workdir):
     text = "force_backward: true\n" + NET
     net = caffeish.Net(parse_message(text, "NetParameter", "net.yaml"), "TEST", seed=3)
