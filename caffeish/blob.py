@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
+import math
+
 from .backend import get_backend
-from .errors import ShapeError
+from .errors import AllocationError, ShapeError, is_allocation_failure, size_text
 
 _HOST, _DEV, _BOTH = 0, 1, 2
 
@@ -101,12 +103,24 @@ class Blob:
         shape = tuple(int(s) for s in shape)
         self._check_shape(shape)
         self._set_shape(shape)
-        self._dmem = SyncedArray(self._count, self.dtype, np.zeros(self._count, self.dtype))
+        self._dmem = SyncedArray(self._count, self.dtype, self._zeros())
         self._gmem = None
 
     def _set_shape(self, shape):
         self._shape = shape
-        self._count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        self._count = math.prod(shape)
+
+    def _zeros(self) -> np.ndarray:
+        try:
+            return np.zeros(self._count, self.dtype)
+        except Exception as e:
+            if not is_allocation_failure(e):
+                raise
+            raise AllocationError(
+                f"blob '{self.name}' of shape {' x '.join(map(str, self._shape))} would take "
+                f"{size_text(self._count * self.dtype.itemsize)}, more memory than can be "
+                "allocated; check the sizes that make it (input shape, num_output, "
+                "kernel_size, stride, batch_size)") from None
 
     @staticmethod
     def _check_shape(shape):
@@ -161,7 +175,7 @@ class Blob:
             return self
         self._check_shape(shape)
         self._set_shape(shape)
-        self._dmem = SyncedArray(self._count, self.dtype, np.zeros(self._count, self.dtype))
+        self._dmem = SyncedArray(self._count, self.dtype, self._zeros())
         self._gmem = None
         return self
 

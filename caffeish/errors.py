@@ -13,6 +13,30 @@ class ShapeError(CaffeishError):
     """Blob shapes do not fit together (raised from a layer's reshape or a weight copy)."""
 
 
+class AllocationError(ShapeError):
+    """A blob or buffer is too big to allocate (usually a size typo: kernel_size, num_output)."""
+
+
+def size_text(nbytes: int) -> str:
+    """``1.5 GiB``-style text for a byte count."""
+    v = float(nbytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if v < 1024 or unit == "PiB":
+            return f"{v:.0f} {unit}" if unit == "bytes" else f"{v:.3g} {unit}"
+        v /= 1024
+    return f"{v:.3g} PiB"
+
+
+def is_allocation_failure(e: BaseException) -> bool:
+    """numpy's ways of saying an array cannot be made that big."""
+    if isinstance(e, MemoryError):
+        return True
+    msg = str(e)
+    return isinstance(e, ValueError) and ("array is too big" in msg
+                                          or "Maximum allowed dimension" in msg
+                                          or "maximum supported dimension" in msg)
+
+
 class DataError(CaffeishError):
     """Input data is missing or malformed (LMDB records, images, IDX files)."""
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from .blob import Blob
 from .config.schema import Msg
-from .errors import ConfigError, ShapeError
+from .errors import AllocationError, ConfigError, ShapeError, is_allocation_failure
 from .log import logger
 
 PHASES = ("TRAIN", "TEST")
@@ -151,6 +151,11 @@ def _abs_mean(a) -> float:
     return float(np.abs(a).sum()) / a.size if a.size else 0.0
 
 
+def _no_memory(e: BaseException) -> str:
+    return (f"cannot allocate its buffers ({e}); check its sizes (input shape, num_output, "
+            "kernel_size, stride, batch_size)")
+
+
 _GLOBAL_SEEDS: np.random.Generator | None = None
 
 
@@ -256,8 +261,15 @@ class Net:
                     if lp.type == "Input":
                         self._inputs.append(t)
             layer.check_blob_counts(bottom, top)
-            layer.setup(bottom, top)
-            layer.reshape(bottom, top)
+            try:
+                layer.setup(bottom, top)
+                layer.reshape(bottom, top)
+            except Exception as e:
+                if not (isinstance(e, AllocationError) or is_allocation_failure(e)):
+                    raise
+                raise AllocationError(f"{lp.where()}: layer '{lp.name}' ({lp.type}): "
+                                      f"{e if isinstance(e, AllocationError) else _no_memory(e)}"
+                                      ) from None
             self.layers.append(layer)
             self.layer_names.append(lp.name)
             self.bottom_vecs.append(bottom)

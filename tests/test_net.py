@@ -213,3 +213,21 @@ layer:
   - {name: relu, type: ReLU, bottom: h, top: h}
 """
     assert build(text, "TEST").outputs == ["h"]
+
+
+@pytest.mark.parametrize("layer,what", [
+    ("{name: conv, type: Convolution, bottom: x, top: y, "
+     "convolution_param: {num_output: 1000000000, kernel_size: 3}}", "blob 'conv[0]' of shape "
+     "1000000000 x 3 x 3 x 3 would take 101 GiB"),
+    ("{name: big, type: DummyData, top: y, "
+     "dummy_data_param: {shape: {dim: [1000000000000, 1000000000000]}}}", "blob 'y' of shape "
+     "1000000000000 x 1000000000000 would take 3.55e+09 PiB"),
+], ids=["101 GiB", "beyond numpy"])
+def test_a_blob_too_big_to_allocate_names_the_layer_and_its_yaml_line(layer, what):
+    text = ("layer:\n  - {name: x, type: Input, top: x, input_param: {shape: {dim: [1, 3, 8, 8]}}}"
+            f"\n  - {layer}\n")
+    with pytest.raises(caffeish.errors.AllocationError) as e:
+        build(text, dtype=np.float32)
+    msg = str(e.value)
+    assert msg.startswith("t.yaml:3: layer ")
+    assert what in msg and "check the sizes" in msg

@@ -38,7 +38,27 @@ def check_policy(param):
 
 
 def learning_rate(param, it: int, current_step: int) -> tuple[float, int]:
-    """(rate at iteration ``it``, updated current_step) for the solver's lr_policy."""
+    """(rate at iteration ``it``, updated current_step) for the solver's lr_policy. A rate that
+    is not a finite real number (``inv`` with 1 + gamma * iter <= 0, ``poly`` past max_iter
+    with a fractional power, ``exp`` overflowing) is a ConfigError naming the fields."""
+    try:
+        rate, current_step = _rate(param, it, current_step)
+    except (ZeroDivisionError, OverflowError):
+        rate = math.inf
+    if isinstance(rate, complex) or not math.isfinite(rate):
+        pol = param.lr_policy
+        fields = {"step": ("gamma", "stepsize"), "exp": ("gamma",), "inv": ("gamma", "power"),
+                  "multistep": ("gamma", "stepvalue"), "poly": ("power", "max_iter"),
+                  "sigmoid": ("gamma", "stepsize")}.get(pol, ())
+        shown = ", ".join(f"{f} {getattr(param, f)}" for f in ("base_lr",) + fields)
+        where = param.where("lr_policy")
+        raise ConfigError(f"{where + ': ' if where else ''}solver: lr_policy '{pol}' gives the "
+                          f"learning rate {rate} at iteration {it} ({shown}); change those "
+                          "fields so the rate stays a finite number")
+    return float(rate), current_step
+
+
+def _rate(param, it: int, current_step: int):
     pol = param.lr_policy
     base = param.base_lr
     if pol == "fixed":
@@ -58,5 +78,6 @@ def learning_rate(param, it: int, current_step: int) -> tuple[float, int]:
     if pol == "poly":
         return base * (1.0 - it / float(param.max_iter)) ** param.power, current_step
     if pol == "sigmoid":
-        return base * (1.0 / (1.0 + math.exp(-param.gamma * (it - param.stepsize)))), current_step
+        z = -param.gamma * (it - param.stepsize)
+        return (0.0 if z > 700 else base / (1.0 + math.exp(z))), current_step   # exp(z) = inf
     raise ConfigError(f"unknown lr_policy {pol!r}")

@@ -112,7 +112,7 @@ class Solver:
         seed = int(param.random_seed)
         self.seed = seed if seed >= 0 else None
         if self.seed is not None:
-            np.random.seed(self.seed)
+            np.random.seed(self.seed % 2**32)   # random_seed is an int64
         self.iter = 0
         self.current_step = 0
         self.requested = None

@@ -110,6 +110,27 @@ def test_lr_policies(policy, extra, formula):
         assert rate == pytest.approx(formula(it), rel=1e-12)
 
 
+@pytest.mark.parametrize("extra,it,match", [
+    ({"lr_policy": "inv", "gamma": -1.0, "power": 0.75}, 1,
+     "lr_policy 'inv' gives the learning rate inf at iteration 1 \\(base_lr 0.01, gamma -1.0, "
+     "power 0.75\\)"),
+    ({"lr_policy": "poly", "power": 0.5, "max_iter": 10}, 12, "'poly' gives the learning rate"),
+    ({"lr_policy": "exp", "gamma": 1e10}, 40, "'exp' gives the learning rate inf"),
+], ids=["inv-zero", "poly-past-max_iter", "exp-overflow"])
+def test_a_rate_that_is_not_finite_is_an_error(extra, it, match):
+    from caffeish.config.schema import Msg
+    p = Msg("SolverParameter", {"base_lr": 0.01, **extra})
+    with pytest.raises(ConfigError, match=match):
+        learning_rate(p, it, 0)
+
+
+def test_sigmoid_far_past_its_step_is_zero_not_an_overflow():
+    from caffeish.config.schema import Msg
+    p = Msg("SolverParameter", {"base_lr": 0.01, "lr_policy": "sigmoid", "gamma": -1.0,
+                                "stepsize": 1})
+    assert learning_rate(p, 5000, 0)[0] == 0.0
+
+
 @pytest.mark.parametrize("text,match", [
     ("base_lr: 0.1\nlr_policy: step\n", "lr_policy 'step' needs gamma, stepsize"),
     ("base_lr: 0.1\nlr_policy: poly\npower: 1\n", "lr_policy 'poly' needs max_iter"),
@@ -216,3 +237,10 @@ def test_snapshot_diff(tmp_path):
     assert ip.blobs[0].diff.size == 6  # the gradients travel with snapshot_diff
     np.testing.assert_array_equal(np.asarray(ip.blobs[0].diff),
                                   s.net.layer_dict["ip"].blobs[0].diff.ravel())
+
+
+def test_a_64_bit_random_seed_is_accepted_and_repeats():
+    """random_seed is an int64 in caffe.proto; numpy's legacy seed takes 32 bits."""
+    text = LINEAR.split("base_lr")[0] + "base_lr: 0.1\nlr_policy: fixed\nrandom_seed: 1000000000000\n"
+    a, b = solver_from(text), solver_from(text)
+    np.testing.assert_array_equal(a.net.params["ip"][0].data, b.net.params["ip"][0].data)
