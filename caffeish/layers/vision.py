@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend.conv_common import Geom3D, col2im_any, im2col_any
 from ..blob import Blob
 from ..errors import ShapeError
 from ..config.schema import Msg, enum_symbol as _enum_name
@@ -56,17 +57,37 @@ class _ConvGeometry(Layer):
         except ShapeError as e:
             raise self.config_error(str(e), "axis") from None
         self.num_spatial = bottom[0].num_axes - self.channel_axis - 1
-        if self.num_spatial not in (1, 2):
+        if self.num_spatial not in (1, 2, 3):
             raise self.config_error(
-                f"supports 1 or 2 spatial axes after the channel axis {self.channel_axis}; "
+                f"supports 1, 2 or 3 spatial axes after the channel axis {self.channel_axis}; "
                 f"bottom shape {bottom[0].shape} has {self.num_spatial}", "axis")
         self.kernel = self._spatial("kernel_size", "kernel_h", "kernel_w", None, 1)
         self.stride = self._spatial("stride", "stride_h", "stride_w", 1, 1)
         self.pad = self._spatial("pad", "pad_h", "pad_w", 0, 0)
         self.dilation = self._spatial("dilation", None, None, 1, 1)
 
-    def _hw(self, v, fill):
-        return (fill, v[0]) if self.num_spatial == 1 else v
+    def _norm(self, v, fill):
+        """Per-axis values as (H, W), (D, H, W) for 3-D, or (fill, W) for 1-D."""
+        return (fill, v[0]) if self.num_spatial == 1 else tuple(v)
+
+    def _geometry(self, out_sp, vol=None):
+        """The im2col geometry producing ``out_sp`` (normalized) output positions: the 2-D
+        tuple (kh, kw, sh, sw, ph, pw, dh, dw, oh, ow), or for 3-D a Geom3D on scratch ``vol``."""
+        k, st = self._norm(self.kernel, 1), self._norm(self.stride, 1)
+        pd, dl = self._norm(self.pad, 0), self._norm(self.dilation, 1)
+        g2 = (k[-2], k[-1], st[-2], st[-1], pd[-2], pd[-1], dl[-2], dl[-1], out_sp[-2],
+              out_sp[-1])
+        if self.num_spatial != 3:
+            return g2
+        return Geom3D(k[0], st[0], pd[0], dl[0], out_sp[0], g2, vol)
+
+    def _vol_blob(self, images, chans, out_sp, in_sp):
+        """3-D only: scratch for the depth-gathered input of ``images`` volumes of ``chans``
+        channels and spatial size ``in_sp`` convolved to ``out_sp`` (else None)."""
+        if self.num_spatial != 3:
+            return None
+        size = images * out_sp[0] * chans * self.kernel[0] * in_sp[1] * in_sp[2]
+        return Blob((size,), self.dtype, name=f"{self.name}/vol")
 
     def _check_num_axes(self, shape):
         want = self.channel_axis + 1 + self.num_spatial
@@ -77,7 +98,10 @@ class _ConvGeometry(Layer):
 
 @register_layer("Convolution")
 class ConvolutionLayer(_ConvGeometry):
-    """y = W * x + b, cross-correlation over 1 or 2 spatial axes, via im2col + one GEMM per chunk.
+    """y = W * x + b, cross-correlation over 1, 2 or 3 spatial axes, via im2col + one GEMM per
+    chunk. (3-D: Caffe's N-D convolution for volumes (N, C, D, H, W), with per-axis kernel_size,
+    stride, pad and dilation; its im2col gathers the depth planes each output depth reads, then
+    unrolls them with the 2-D im2col, on the CPU and the GPU alike.)
 
     Blobs (Caffe's order): weights (num_output, channels/group, *kernel), bias (num_output,)
     when ``bias_term``. Bottom ``(..., C, *spatial)`` with C at ``axis``; every dimension before
@@ -175,12 +199,8 @@ class ConvolutionLayer(_ConvGeometry):
             return
         self._key = key
         self.num = num
-        self.in_hw = self._hw(spatial, 1)
-        self.out_hw = self._hw(out, 1)
-        self.k_hw = self._hw(self.kernel, 1)
-        self.s_hw = self._hw(self.stride, 1)
-        self.p_hw = self._hw(self.pad, 0)
-        self.d_hw = self._hw(self.dilation, 1)
+        self.in_sp = self._norm(spatial, 1)
+        self.out_sp = self._norm(out, 1)
         self._nobias = Blob((1,), self.dtype, name=f"{self.name}/nobias")
         self._allocate(num)
 
@@ -198,23 +218,23 @@ class ConvolutionLayer(_ConvGeometry):
 
     def _allocate(self, num):
         """Column and result buffers for chunks of images (reallocated on a shape change)."""
-        ohw = self.out_hw[0] * self.out_hw[1]
-        krows = self.channels * self.k_hw[0] * self.k_hw[1]
+        ohw = int(np.prod(self.out_sp))
+        krows = self.channels * int(np.prod(self.kernel))
         per_image = max(krows, self.num_output) * ohw
         self.chunk = int(max(1, min(num, self.col_budget // max(per_image, 1))))
         m = self.chunk * ohw
         self._col = Blob((krows * m,), self.dtype, name=f"{self.name}/col")
         self._res = Blob((self.num_output * m,), self.dtype, name=f"{self.name}/res")
+        self._vol = self._vol_blob(self.chunk, self.channels, self.out_sp, self.in_sp)
         self._col_valid = False
 
     # --- compute -----------------------------------------------------------------------------
     def _views(self, blob_array):
         c = self.channels
-        return blob_array.reshape(self.num, c, self.in_hw[0], self.in_hw[1])
+        return blob_array.reshape(self.num, c, *self.in_sp)
 
     def _geom(self):
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.k_hw, self.s_hw, self.p_hw, self.d_hw
-        return kh, kw, sh, sw, ph, pw, dh, dw, self.out_hw[0], self.out_hw[1]
+        return self._geometry(self.out_sp, self._vol.dev_data if self._vol else None)
 
     def _weights(self, arr):
         g = self.group
@@ -457,23 +477,23 @@ class DeconvolutionLayer(ConvolutionLayer):
         return o
 
     def _allocate(self, num):
-        p_in = self.in_hw[0] * self.in_hw[1]
-        krows = self.num_output * self.k_hw[0] * self.k_hw[1]
+        p_in = int(np.prod(self.in_sp))
+        krows = self.num_output * int(np.prod(self.kernel))
         per_image = max(krows, self.channels) * p_in
         self.chunk = int(max(1, min(num, self.col_budget // max(per_image, 1))))
         m = self.chunk * p_in
         self._col = Blob((krows * m,), self.dtype, name=f"{self.name}/col")
         self._xc = Blob((self.channels * m,), self.dtype, name=f"{self.name}/xc")
+        self._vol = self._vol_blob(self.chunk, self.num_output, self.in_sp, self.out_sp)
 
     def _deconv_geom(self):
         """im2col/col2im geometry of the convolution whose input is our top."""
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.k_hw, self.s_hw, self.p_hw, self.d_hw
-        return kh, kw, sh, sw, ph, pw, dh, dw, self.in_hw[0], self.in_hw[1]
+        return self._geometry(self.in_sp, self._vol.dev_data if self._vol else None)
 
     def _bufs(self, m):
         """Columns (K, m), bottom in channel-major layout (C, m), and their group views."""
         g = self.group
-        krows = self.num_output * self.k_hw[0] * self.k_hw[1]
+        krows = self.num_output * int(np.prod(self.kernel))
         col = self._col.dev_data[:krows * m].reshape(krows, m)
         xc = self._xc.dev_data[:self.channels * m].reshape(self.channels, m)
         if g == 1:
@@ -489,18 +509,18 @@ class DeconvolutionLayer(ConvolutionLayer):
     def forward(self, bottom, top):
         be = self.backend
         geom = self._deconv_geom()
-        p_in = self.in_hw[0] * self.in_hw[1]
-        p_out = self.out_hw[0] * self.out_hw[1]
+        p_in = int(np.prod(self.in_sp))
+        p_out = int(np.prod(self.out_sp))
         w = self._dweights(self.blobs[0].dev_data)
         for b, t in zip(bottom, top):
             x = b.dev_data.reshape(self.num, self.channels, p_in)
-            y = t.dev_data.reshape(self.num, self.num_output, self.out_hw[0], self.out_hw[1])
+            y = t.dev_data.reshape(self.num, self.num_output, *self.out_sp)
             for n0 in range(0, self.num, self.chunk):
                 n1 = min(self.num, n0 + self.chunk)
                 col, xc, colg, xcg = self._bufs((n1 - n0) * p_in)
                 be.ncp_to_cnp(x[n0:n1], xc)
                 be.gemm(w, xcg, out=colg, trans_a=True)
-                be.col2im_batch(col, *geom, y[n0:n1])
+                col2im_any(be, col, geom, y[n0:n1])
             if self.bias_term:
                 be.bias_add_ncp(self.blobs[1].dev_data,
                                 t.dev_data.reshape(self.num, self.num_output, p_out))
@@ -508,8 +528,8 @@ class DeconvolutionLayer(ConvolutionLayer):
     def backward(self, top, propagate_down, bottom):
         be = self.backend
         geom = self._deconv_geom()
-        p_in = self.in_hw[0] * self.in_hw[1]
-        p_out = self.out_hw[0] * self.out_hw[1]
+        p_in = int(np.prod(self.in_sp))
+        p_out = int(np.prod(self.out_sp))
         w = self._dweights(self.blobs[0].dev_data)
         wdiff = self._dweights(self.blobs[0].dev_diff)
         nobias = self._nobias.dev_data
@@ -518,12 +538,12 @@ class DeconvolutionLayer(ConvolutionLayer):
                 be.channel_sum_ncp(t.dev_diff.reshape(self.num, self.num_output, p_out),
                                    self.blobs[1].dev_diff)
             x = b.dev_data.reshape(self.num, self.channels, p_in)
-            dy = t.dev_diff.reshape(self.num, self.num_output, self.out_hw[0], self.out_hw[1])
+            dy = t.dev_diff.reshape(self.num, self.num_output, *self.out_sp)
             dx = b.dev_diff.reshape(self.num, self.channels, p_in) if propagate_down[i] else None
             for n0 in range(0, self.num, self.chunk):
                 n1 = min(self.num, n0 + self.chunk)
                 col, xc, colg, xcg = self._bufs((n1 - n0) * p_in)
-                be.im2col_batch(dy[n0:n1], *geom, col)
+                im2col_any(be, dy[n0:n1], geom, col)
                 be.ncp_to_cnp(x[n0:n1], xc)
                 be.gemm(xcg, colg, out=wdiff, trans_b=True, beta=1.0)
                 if dx is not None:
@@ -569,31 +589,31 @@ class Im2colLayer(_ConvGeometry):
         top[0].reshape(shape[:ca] + (krows,) + tuple(out))
         self.num = int(np.prod(shape[:ca], dtype=np.int64)) if ca else 1
         self.krows = krows
-        self.in_hw = self._hw(spatial, 1)
-        self.out_hw = self._hw(tuple(out), 1)
+        in_sp, out_sp = self._norm(spatial, 1), self._norm(tuple(out), 1)
+        if (in_sp, out_sp) != (getattr(self, "in_sp", None), getattr(self, "out_sp", None)):
+            self._vol = self._vol_blob(1, self.channels, out_sp, in_sp)
+        self.in_sp, self.out_sp = in_sp, out_sp
 
     def _geom(self):
-        (kh, kw), (sh, sw) = self._hw(self.kernel, 1), self._hw(self.stride, 1)
-        (ph, pw), (dh, dw) = self._hw(self.pad, 0), self._hw(self.dilation, 1)
-        return kh, kw, sh, sw, ph, pw, dh, dw, self.out_hw[0], self.out_hw[1]
+        return self._geometry(self.out_sp, self._vol.dev_data if self._vol else None)
 
     def forward(self, bottom, top):
         be = self.backend
         geom = self._geom()
-        x = bottom[0].dev_data.reshape(self.num, self.channels, *self.in_hw)
-        y = top[0].dev_data.reshape(self.num, self.krows, self.out_hw[0] * self.out_hw[1])
+        x = bottom[0].dev_data.reshape(self.num, self.channels, *self.in_sp)
+        y = top[0].dev_data.reshape(self.num, self.krows, int(np.prod(self.out_sp)))
         for n in range(self.num):
-            be.im2col_batch(x[n:n + 1], *geom, y[n])
+            im2col_any(be, x[n:n + 1], geom, y[n])
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         be = self.backend
         geom = self._geom()
-        dx = bottom[0].dev_diff.reshape(self.num, self.channels, *self.in_hw)
-        dy = top[0].dev_diff.reshape(self.num, self.krows, self.out_hw[0] * self.out_hw[1])
+        dx = bottom[0].dev_diff.reshape(self.num, self.channels, *self.in_sp)
+        dy = top[0].dev_diff.reshape(self.num, self.krows, int(np.prod(self.out_sp)))
         for n in range(self.num):
-            be.col2im_batch(dy[n], *geom, dx[n:n + 1])
+            col2im_any(be, dy[n], geom, dx[n:n + 1])
 
 
 @register_layer("SPP")

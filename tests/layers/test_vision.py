@@ -267,11 +267,11 @@ def test_conv_buffers_reused_and_batch_resize():
     (dict(num_output=2, kernel_size=[3, 3, 3]), (1, 1, 5, 5), ConfigError, "spatial dim"),
     (dict(num_output=2, kernel_size=3, stride=0), (1, 1, 5, 5), ConfigError, "stride"),
     (dict(num_output=2, kernel_h=3), (1, 1, 5, 5), ConfigError, "nonzero"),
-    (dict(num_output=2, kernel_size=3), (1, 1, 4, 4, 4), ConfigError, "spatial"),
+    (dict(num_output=2, kernel_size=3), (1, 1, 4, 4, 4, 4), ConfigError, "1, 2 or 3 spatial"),
     (dict(num_output=2, kernel_size=3, kernel_h=2, kernel_w=2), (1, 1, 5), ConfigError, "2-D"),
     (dict(num_output=2, kernel_size=7), (1, 1, 5, 5), ShapeError, "kernel extent"),
 ], ids=["group-channels", "group-num_output", "num_output0", "no-kernel", "kernel-both",
-        "kernel-3dims", "stride0", "kernel_h-only", "3d-spatial", "kernel_h-1d", "too-small"])
+        "kernel-3dims", "stride0", "kernel_h-only", "4d-spatial", "kernel_h-1d", "too-small"])
 def test_conv_bad_params(p, shape, err, words):
     layer = make_layer(conv_spec(name="convbad", **p))
     with pytest.raises(err) as e:

@@ -22,7 +22,7 @@ import threading
 
 import numpy as np
 
-from ..conv_common import batched_backward, batched_forward
+from ..conv_common import Geom3D, batched_backward, batched_forward
 from . import winograd
 from .threads import run_blocks, workers
 from .vision import channel_sum_ncp, col2im_padded_serial, im2col_padded_serial
@@ -107,6 +107,9 @@ def conv_forward(x, w, bias, use_bias, geom, col, res, y, algo="auto"):
     buffer holds the whole batch's columns afterwards (backward may then skip im2col)."""
     n = x.shape[0]
     nw = workers()
+    if isinstance(geom, Geom3D):
+        from .. import cpu
+        return batched_forward(cpu, x, w, bias, use_bias, geom, col, res, y)
     if _use_winograd(algo, x, w, geom):
         b = bias if use_bias else np.zeros(w.shape[0], x.dtype)
         winograd.conv_winograd(x, winograd.filter_transform(_filters(x, w, geom), x.dtype), b,
@@ -155,6 +158,9 @@ def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid, algo="a
     gradient is F(5x5, 2x2) on the forward's input tiles."""
     n = x.shape[0]
     nw = workers()
+    if isinstance(geom, Geom3D):
+        from .. import cpu
+        return batched_backward(cpu, x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid)
     if _use_winograd(algo, x, w, geom):
         wino_w = winograd.wgrad_eligible(geom)
         wino_dx = dx is not None and winograd.dgrad_eligible(geom)

@@ -16,6 +16,7 @@ __all__ = [
     "max_pool_forward", "max_pool_backward", "ave_pool_forward", "ave_pool_backward",
     "stochastic_pool_forward_train", "stochastic_pool_forward_test",
     "stochastic_pool_backward_train", "stochastic_pool_backward_test",
+    "depth_gather", "depth_scatter",
 ]
 
 # Caffe initialises max pooling with -FLT_MAX (also in double precision).
@@ -693,3 +694,57 @@ def stochastic_pool_backward_test(x, top_diff, kh, kw, sh, sw, dx):
                     for h in range(hs, he):
                         for w in range(ws, we):
                             dx[n, c, h, w] += g * (2.0 * x[n, c, h, w] * s1 - s2)
+
+
+# --- 3-D convolutions: the depth axis around the 2-D im2col / col2im ------------------------------
+@njit(parallel=True, cache=True, error_model="numpy")
+def depth_gather(x, kd, sd, pd, dd, od, xg):
+    """xg[n*od + o, c*kd + z] = x[n, c, o*sd - pd + z*dd] (an H x W plane; zeros where that depth
+    is outside the volume). x (N, C, D, H, W), xg (N*od, C*kd, H, W), both C-contiguous. The
+    2-D im2col of xg is the 3-D im2col of x: rows ((c*kd + z)*kh + i)*kw + j, columns
+    ((n*od + o)*oh + y)*ow + xo."""
+    n_img, chans, depth, height, width = x.shape
+    hw = height * width
+    for task in prange(n_img * od * chans * kd):
+        z = task % kd
+        t = task // kd
+        c = t % chans
+        t = t // chans
+        o = t % od
+        n = t // od
+        d = o * sd - pd + z * dd
+        dst = task * hw
+        if d < 0 or d >= depth:
+            for q in range(hw):
+                xg.flat[dst + q] = 0
+        else:
+            src = ((n * chans + c) * depth + d) * hw
+            for q in range(hw):
+                xg.flat[dst + q] = x.flat[src + q]
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def depth_scatter(xg, kd, sd, pd, dd, od, dx):
+    """The adjoint of depth_gather: dx[n, c, d] = the sum, over (o, z) with o*sd - pd + z*dd == d
+    (z ascending), of xg[n*od + o, c*kd + z]; dx (N, C, D, H, W) overwritten, one plane per
+    task (race-free)."""
+    n_img, chans, depth, height, width = dx.shape
+    hw = height * width
+    for task in prange(n_img * chans * depth):
+        d = task % depth
+        t = task // depth
+        c = t % chans
+        n = t // chans
+        dst = task * hw
+        for q in range(hw):
+            dx.flat[dst + q] = 0
+        for z in range(kd):
+            num = d + pd - z * dd
+            if num < 0:
+                break
+            o = num // sd
+            if o * sd != num or o >= od:
+                continue
+            src = (((n * od + o) * chans + c) * kd + z) * hw
+            for q in range(hw):
+                dx.flat[dst + q] += xg.flat[src + q]

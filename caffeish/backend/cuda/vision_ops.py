@@ -20,6 +20,7 @@ __all__ = [
     "ave_pool_forward", "ave_pool_backward",
     "stochastic_pool_forward_train", "stochastic_pool_forward_test",
     "stochastic_pool_backward_train", "stochastic_pool_backward_test",
+    "depth_gather", "depth_scatter",
 ]
 
 _NEG_FLT_MAX = -3.4028234663852886e38   # Caffe's initial max (-FLT_MAX)
@@ -518,3 +519,61 @@ def stochastic_pool_backward_test(x, top_diff, kh, kw, sh, sw, dx):
     if dx.size:
         _sto_bwd_test_k[grid1d(dx.size)](flat(x), flat(top_diff), height, width, kh, kw, sh, sw,
                                          pooled_h, pooled_w, dx)
+
+
+# --- 3-D convolutions: the depth axis around the 2-D im2col / col2im ------------------------------
+@cuda.jit
+def _depth_gather_k(x, chans, depth, hw, kd, sd, pd, dd, od, xg):
+    for t in range(cuda.grid(1), xg.size, cuda.gridsize(1)):
+        task = t // hw
+        q = t - task * hw
+        z = task % kd
+        r = task // kd
+        c = r % chans
+        r = r // chans
+        o = r % od
+        n = r // od
+        d = o * sd - pd + z * dd
+        if d < 0 or d >= depth:
+            xg[t] = 0
+        else:
+            xg[t] = x[((n * chans + c) * depth + d) * hw + q]
+
+
+def depth_gather(x, kd, sd, pd, dd, od, xg):
+    """xg[n*od + o, c*kd + z] = x[n, c, o*sd - pd + z*dd] (zeros outside the volume)."""
+    n_img, chans, depth, height, width = _shape(x)
+    xg = flat(xg)
+    if xg.size:
+        _depth_gather_k[grid1d(xg.size)](flat(x), chans, depth, height * width, kd, sd, pd, dd,
+                                         od, xg)
+
+
+@cuda.jit
+def _depth_scatter_k(xg, chans, depth, hw, kd, sd, pd, dd, od, dx):
+    for t in range(cuda.grid(1), dx.size, cuda.gridsize(1)):
+        plane = t // hw
+        q = t - plane * hw
+        d = plane % depth
+        r = plane // depth
+        c = r % chans
+        n = r // chans
+        acc = dx.dtype.type(0)
+        for z in range(kd):
+            num = d + pd - z * dd
+            if num < 0:
+                break
+            o = num // sd
+            if o * sd != num or o >= od:
+                continue
+            acc += xg[((((n * od + o) * chans + c) * kd + z) * hw) + q]
+        dx[t] = acc
+
+
+def depth_scatter(xg, kd, sd, pd, dd, od, dx):
+    """dx[n, c, d] = sum over (o, z) with o*sd - pd + z*dd == d of xg[n*od + o, c*kd + z]."""
+    n_img, chans, depth, height, width = _shape(dx)
+    dx = flat(dx)
+    if dx.size:
+        _depth_scatter_k[grid1d(dx.size)](flat(xg), chans, depth, height * width, kd, sd, pd,
+                                          dd, od, dx)
