@@ -550,13 +550,23 @@ class Solver:
                                     f"net's parameter has {h.count}")
             h.data[...] = arr.reshape(h.shape)
         if st.has("caffeish_state"):
-            extra = json.loads(bytes(st.caffeish_state).decode())
-            self.net.set_state(_from_json(extra.get("train", {})))
-            for n, s in zip(self.test_nets, extra.get("test", [])):
-                n.set_state(_from_json(s))
-            if extra.get("global_rng"):
-                _set_np_global_state(extra["global_rng"])
-            self.losses.extend(extra.get("losses", []))
+            try:
+                extra = json.loads(bytes(st.caffeish_state).decode())
+                self.net.set_state(_from_json(extra.get("train", {})))
+                for n, s in zip(self.test_nets, extra.get("test", [])):
+                    n.set_state(_from_json(s))
+                if extra.get("global_rng"):
+                    _set_np_global_state(extra["global_rng"])
+                self.losses.extend(float(v) for v in extra.get("losses", []))
+            except CaffeishError:
+                raise
+            except (ValueError, TypeError, KeyError, IndexError, AttributeError,
+                    OverflowError) as e:
+                raise CaffeishError(
+                    f"{state_path}: its caffeish state (data positions and RNG states, the "
+                    f"part Caffe ignores) is damaged ({type(e).__name__}: {e}); resume from "
+                    "another snapshot, or start from its weights with --weights "
+                    f"{st.learned_net or '<the .caffemodel>'}") from None
         else:
             logger.info(f"{state_path}: no caffeish RNG/data state (written by Caffe?); data "
                         f"order and dropout masks restart from the seed")

@@ -244,3 +244,22 @@ def test_a_64_bit_random_seed_is_accepted_and_repeats():
     text = LINEAR.split("base_lr")[0] + "base_lr: 0.1\nlr_policy: fixed\nrandom_seed: 1000000000000\n"
     a, b = solver_from(text), solver_from(text)
     np.testing.assert_array_equal(a.net.params["ip"][0].data, b.net.params["ip"][0].data)
+
+
+@pytest.mark.parametrize("damage", [b"{not json", b"\xff\xfe", b'{"global_rng": [1, [1e400]]}'],
+                         ids=["json", "utf-8", "rng"])
+def test_a_damaged_caffeish_state_is_one_clear_error(tmp_path, damage):
+    from caffeish.errors import CaffeishError
+    from caffeish.io.formats import read_solverstate, write_solverstate
+    text = LINEAR + f"snapshot_prefix: {tmp_path}/lin\n"
+    s = solver_from(text)
+    feed(s)
+    s.step(2)
+    s.snapshot()
+    path = tmp_path / "lin_iter_2.solverstate"
+    st = read_solverstate(str(path))
+    st.set("caffeish_state", damage)
+    write_solverstate(st, str(path))
+    with pytest.raises(CaffeishError, match=r"lin_iter_2.solverstate: its caffeish state .* is "
+                                            r"damaged .*--weights .*lin_iter_2.caffemodel"):
+        solver_from(text).restore(str(path))
