@@ -280,6 +280,21 @@ def ext_matches(path: str, encoding: str) -> bool:
 
 
 # --- list files ----------------------------------------------------------------------------
+def read_text(path, what: str) -> str:
+    """A UTF-8 text file's contents; a DataError naming ``what`` and the path otherwise."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise DataError(f"{what} {path} is a directory") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{what} {path} is not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise DataError(f"cannot read {what} {path}: {e.strerror or e}") from None
+
+
 def parse_list(path) -> list[tuple[str, int]]:
     """Read a Caffe image list: one ``relative/path label`` per line.
 
@@ -289,16 +304,7 @@ def parse_list(path) -> list[tuple[str, int]]:
     a list with no entries.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"list file {path} does not exist") from None
-    except IsADirectoryError:
-        raise DataError(f"list file {path} is a directory") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"list file {path} is not UTF-8 text ({e})") from None
-    except OSError as e:
-        raise DataError(f"cannot read list file {path}: {e.strerror or e}") from None
+    text = read_text(path, "list file")
     entries = []
     problems = []
     for lineno, line in enumerate(text.splitlines(), 1):
@@ -342,4 +348,5 @@ def root_prefix(root) -> str:
 
 __all__ = ["decode_image", "resize_linear", "read_image", "to_chw", "chw_to_pil",
            "encode_image", "pillow_format", "ext_matches", "file_extension", "parse_list",
+           "read_text",
            "root_prefix", "INTER_RESIZE_COEF_SCALE"]

@@ -22,17 +22,13 @@ write buffer and LevelDB's default snappy compression of table blocks. The Pytho
 """
 from __future__ import annotations
 
-import logging
-import os
-import shutil
-import threading
-import uuid
 from pathlib import Path
 
 from ..errors import DataError
-from .lmdb_io import MAKE_DB_HINT, _as_key, move_into_place
+from .db_base import CursorBase, ReaderBase, SharedHandles, WriterBase
+from .db_base import as_key as _as_key
+from .lmdb_io import MAKE_DB_HINT
 
-log = logging.getLogger("caffeish.data")
 
 COMMIT_EVERY = 1000
 WRITE_BUFFER_SIZE = 256 << 20        # Caffe's db_leveldb.cpp
@@ -93,164 +89,70 @@ def _open_error(path, err, plyvel) -> DataError:
     return DataError(f"cannot open the LevelDB {path}: {why}")
 
 
-class LevelDBWriter:
-    """Write a LevelDB at ``path`` atomically.
+class LevelDBWriter(WriterBase):
+    """Write a LevelDB at ``path`` atomically (see WriterBase).
 
     >>> with LevelDBWriter("train_leveldb") as w:
     ...     w.put("%08d" % i, value)
 
-    Puts go into a write batch written every ``commit_every`` records (Caffe's tools commit
-    every 1000); the last batch is written with ``sync``. An existing ``path`` is refused unless
-    ``overwrite``; then it is replaced only at the final rename.
+    Puts go into one write batch per commit; the last batch is written with ``sync``.
     """
 
     def __init__(self, path, overwrite: bool = False, commit_every: int = COMMIT_EVERY,
                  write_buffer_size: int = WRITE_BUFFER_SIZE):
-        self.path = Path(path)
-        self.overwrite = overwrite
-        self.commit_every = int(commit_every)
+        super().__init__(path, overwrite, commit_every)
         self.write_buffer_size = int(write_buffer_size)
-        self.count = 0
-        self._pending: list[tuple[bytes, bytes]] = []
-        self._db = None
-        self._tmp: Path | None = None
         self._plyvel = _plyvel(self.path, "writing")    # before any work is done
         self._check_target()
 
-    def _check_target(self):
-        if (self.path.exists() or self.path.is_symlink()) and not self.overwrite:
-            raise DataError(f"{self.path} already exists; remove it or pass overwrite "
-                            "(--overwrite) to replace it")
-
-    # --- lifecycle -----------------------------------------------------------------------
-    def open(self):
-        if self._db is not None:
-            return self
-        parent = self.path.parent
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise DataError(f"cannot create the directory {parent} for {self.path}: {e}") from None
-        self._tmp = parent / f".{self.path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    def _create(self, tmp):
         plyvel = self._plyvel
         try:
-            self._db = plyvel.DB(str(self._tmp), create_if_missing=True, error_if_exists=True,
-                                 write_buffer_size=self.write_buffer_size, compression="snappy")
+            return plyvel.DB(str(tmp), create_if_missing=True, error_if_exists=True,
+                             write_buffer_size=self.write_buffer_size, compression="snappy")
         except plyvel.Error as e:
-            self._discard()
-            raise DataError(f"cannot create a LevelDB at {self._tmp}: {_reason(e)}") from None
-        return self
+            raise DataError(f"cannot create a LevelDB at {tmp}: {_reason(e)}") from None
 
-    def __enter__(self):
-        return self.open()
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-        return False
-
-    def put(self, key, value: bytes):
-        if self._db is None:
-            self.open()
-        self._pending.append((_as_key(key), bytes(value)))
-        self.count += 1
-        if len(self._pending) >= self.commit_every:
-            self.commit()
-
-    def commit(self, sync: bool = False):
-        """Write the pending puts as one write batch."""
-        if not self._pending:
-            return
+    def _write(self, pending, final):
         try:
-            with self._db.write_batch(sync=sync) as batch:
-                for k, v in self._pending:
+            with self._store.write_batch(sync=final) as batch:
+                for k, v in pending:
                     batch.put(k, v)
         except self._plyvel.Error as e:
             raise DataError(f"writing {self.path} failed: {_reason(e)}") from None
-        self._pending.clear()
 
-    def close(self):
-        """Write what is pending, close and move the finished database onto ``path``."""
-        if self._db is None:
-            self.open()
-        try:
-            self.commit(sync=True)
-            self._db.close()
-        except BaseException:
-            self.abort()
-            raise
-        self._db = None
-        try:
-            self._check_target()
-        except DataError:
-            self._discard()
-            raise
-        move_into_place(self._tmp, self.path)
-        self._tmp = None
+    def _finish(self, db):
+        db.close()
 
-    def abort(self):
-        """Drop everything written so far; ``path`` is left as it was."""
-        self._pending.clear()
-        db, self._db = self._db, None
-        try:
-            if db is not None:
-                db.close()
-        finally:
-            self._discard()
-
-    def _discard(self):
-        if self._tmp is not None:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+    def _close_store(self, db):
+        db.close()
 
 
-# LevelDB refuses a second open of one directory in a process (its LOCK is held), yet a TRAIN
-# and a TEST net, or two Data layers, may read the same DB: readers share one open database per
-# directory, keyed by its (device, inode); the last reader to close it closes the database.
-_SHARED_LOCK = threading.Lock()
-_SHARED: dict[tuple, list] = {}
+# LevelDB refuses a second open of one directory in a process (its LOCK is held): see
+# SharedHandles.
+_SHARED = SharedHandles()
 
 
 def _open_shared(path: Path):
     plyvel = _plyvel(path, "reading")
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e}; {MAKE_DB_HINT}") from None
-    key = (st.st_dev, st.st_ino)
-    with _SHARED_LOCK:
-        entry = _SHARED.get(key)
-        if entry is None:
-            try:
-                db = plyvel.DB(str(path), create_if_missing=False)
-            except plyvel.Error as e:
-                raise _open_error(path, e, plyvel) from None
-            try:
-                # LevelDB keeps no count: step over the keys once.
-                with db.iterator(include_value=False) as it:
-                    n = sum(1 for _ in it)
-            except plyvel.Error as e:
-                db.close()
-                raise _corruption(path, e) from None
-            entry = _SHARED[key] = [db, 0, n]
-        entry[1] += 1
-        return key, entry[0], entry[2], plyvel
+
+    def opener():
+        try:
+            db = plyvel.DB(str(path), create_if_missing=False)
+        except plyvel.Error as e:
+            raise _open_error(path, e, plyvel) from None
+        try:
+            # LevelDB keeps no count: step over the keys once.
+            with db.iterator(include_value=False) as it:
+                return db, sum(1 for _ in it)
+        except plyvel.Error as e:
+            db.close()
+            raise _corruption(path, e) from None
+
+    return _SHARED.acquire(path, opener, MAKE_DB_HINT) + (plyvel,)
 
 
-def _release_shared(key):
-    with _SHARED_LOCK:
-        entry = _SHARED.get(key)
-        if entry is None:
-            return
-        entry[1] -= 1
-        if entry[1] <= 0:
-            del _SHARED[key]
-            entry[0].close()
-
-
-class LevelDBReader:
+class LevelDBReader(ReaderBase):
     """Access to a Caffe LevelDB: records in key order, ``get``, endless cursors.
 
     Several readers of one directory in one process share one open database."""
@@ -268,9 +170,6 @@ class LevelDBReader:
                          "backend unset to detect it)")
             raise DataError(f"{self.path} is not a LevelDB ({what}){extra}; {MAKE_DB_HINT}")
         self._key, self.db, self._len, self._plyvel = _open_shared(self.path)
-
-    def __len__(self):
-        return self._len
 
     def __iter__(self):
         """(key, value) pairs in key order (from a snapshot taken when iteration starts)."""
@@ -300,35 +199,15 @@ class LevelDBReader:
             except self._plyvel.Error as e:
                 raise _corruption(self.path, e) from None
 
-    def cursor(self, position: int = 0, key: bytes | None = None) -> "LevelDBCursor":
-        c = LevelDBCursor(self)
-        c.seek(position, key)
-        return c
-
     def close(self):
         if self.db is not None:
             self.db = None
-            _release_shared(self._key)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-        return False
-
-    def __repr__(self):
-        return f"LevelDBReader({str(self.path)!r}, {self._len} records)"
+            _SHARED.release(self._key)
 
 
-class LevelDBCursor:
-    """An endless cursor: ``next()`` returns (key, value) and wraps to the first record.
-
-    ``position`` is the index (0-based, in key order) of the record ``next()`` returns next;
-    ``key`` is that record's key. ``seek(position, key)`` puts the cursor back there: with the
-    key it jumps directly (checking the key still exists), otherwise it walks from the start.
-    The cursor reads a snapshot taken when it was made (as an LMDB cursor reads one transaction).
-    """
+class LevelDBCursor(CursorBase):
+    """The endless cursor of a LevelDB (see CursorBase). It reads a snapshot taken when it was
+    made (as an LMDB cursor reads one transaction)."""
 
     def __init__(self, reader: LevelDBReader):
         self.reader = reader
@@ -338,13 +217,10 @@ class LevelDBCursor:
         self._item: tuple[bytes, bytes] | None = None
         self.position = 0
         self.epochs = 0
-        self._first()
-
-    def __len__(self):
-        return len(self.reader)
+        self._rewind()
 
     # The iterator always stands just past ``_item``, the record next() returns next.
-    def _load(self) -> bool:
+    def _advance(self) -> bool:
         try:
             self._item = next(self._it)
             return True
@@ -355,50 +231,18 @@ class LevelDBCursor:
         except RuntimeError as e:      # plyvel: "Database or iterator is closed"
             raise DataError(f"cannot read {self.reader.path}: {e}") from None
 
-    def _first(self):
+    def _rewind(self):
         self._it.seek_to_start()
-        if not self._load():
+        if not self._advance():
             raise DataError(f"LevelDB {self.reader.path} holds no records; {MAKE_DB_HINT}")
 
-    @property
-    def key(self) -> bytes:
-        return self._item[0]
-
-    def seek(self, position: int = 0, key: bytes | None = None):
-        n = len(self.reader)
-        position = int(position) % n
-        if key is not None:
-            key = _as_key(key)
-            self._it.seek(key)
-            if self._load() and self._item[0] == key:
-                self.position = position
-                return self
-        self._first()
-        for _ in range(position):
-            if not self._load():
-                raise DataError(f"cannot seek to record {position} of {self.reader.path}")
-        self.position = position
-        return self
-
-    def peek(self) -> tuple[bytes, bytes]:
-        """The record ``next()`` would return, without moving."""
+    def _current(self):
         return self._item
 
-    def next(self) -> tuple[bytes, bytes]:
-        item = self._item
-        if not self._load():
-            log.info("Restarting data prefetching from start.")
-            self._first()
-            self.position = 0
-            self.epochs += 1
-        else:
-            self.position += 1
-        return item
-
-    __next__ = next
-
-    def __iter__(self):
-        return self
+    def _seek_key(self, key) -> bool:
+        key = _as_key(key)
+        self._it.seek(key)
+        return self._advance() and self._item[0] == key
 
     def close(self):
         if self._it is not None:
@@ -407,3 +251,6 @@ class LevelDBCursor:
             except RuntimeError:    # the database was closed first; nothing left to release
                 pass
             self._it = None
+
+
+LevelDBReader.cursor_class = LevelDBCursor

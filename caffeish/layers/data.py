@@ -264,6 +264,33 @@ class _PrefetchingDataLayer(Layer):
         """Put the source where ``state`` (a consumed batch's state) says."""
         raise NotImplementedError
 
+    def _prefetch_depth(self) -> int:
+        """``data_param.prefetch`` where the layer has a data_param, else Caffe's default 4."""
+        lp = self.layer_param
+        if lp.has("data_param") and lp.data_param.has("prefetch"):
+            return int(lp.data_param.prefetch)
+        return 4
+
+    def _root_prefix(self, root: str, search) -> str:
+        """What goes before each listed image path: ``root`` (``root_folder``), looked up
+        beside the net file too when it is relative and not found here."""
+        import os
+
+        from caffeish.data.images import root_prefix
+
+        from ..data.transformer import resolve_path
+
+        if root and not os.path.isabs(root) and not os.path.exists(root.rstrip("/") or "/"):
+            alt, _ = resolve_path(root.rstrip("/"), search)
+            if alt is not None:
+                root = str(alt) + "/"
+        return root_prefix(root)
+
+    def close(self):
+        pf = getattr(self, "_prefetcher", None)
+        if pf is not None:
+            pf.stop()
+
     def _start_prefetch(self, source, depth: int):
         from ..data.prefetch import Prefetcher
         self._source = source
@@ -366,9 +393,7 @@ class DataLayer(_PrefetchingDataLayer):
             raise self.data_error(str(e)) from None
 
     def close(self):
-        pf = getattr(self, "_prefetcher", None)
-        if pf is not None:
-            pf.stop()
+        super().close()
         src = getattr(self, "_source", None)
         if src is not None:
             src.cursor.close()
@@ -498,17 +523,8 @@ class ImageDataLayer(_PrefetchingDataLayer):
 
     param_field = "image_data_param"
 
-
-    def _prefetch_depth(self) -> int:
-        lp = self.layer_param
-        if lp.has("data_param") and lp.data_param.has("prefetch"):
-            return int(lp.data_param.prefetch)
-        return 4
-
     def setup(self, bottom, top):
-        import os
-
-        from caffeish.data.images import parse_list, root_prefix
+        from caffeish.data.images import parse_list
 
         from ..data.transformer import DataTransformer, resolve_path
 
@@ -535,14 +551,9 @@ class ImageDataLayer(_PrefetchingDataLayer):
             lines = parse_list(found)
         except DataError as e:
             raise self.data_error(str(e), "source") from None
-        root = p.root_folder
-        if root and not os.path.isabs(root) and not os.path.exists(root.rstrip("/") or "/"):
-            alt, _ = resolve_path(root.rstrip("/"), search)
-            if alt is not None:
-                root = str(alt) + "/"
         order_rng = np.random.default_rng(int(self.rng.integers(0, 2**63)))
         src = _ImageListSource(
-            lines, root_prefix(root), new_h, new_w, bool(p.is_color), None, self.batch_size,
+            lines, self._root_prefix(p.root_folder, search), new_h, new_w, bool(p.is_color), None, self.batch_size,
             self.dtype, bool(p.shuffle), order_rng, self.describe(), found)
         if p.rand_skip:
             skip = int(self.rng.integers(0, int(p.rand_skip)))
@@ -567,11 +578,6 @@ class ImageDataLayer(_PrefetchingDataLayer):
 
     def _seek(self, state: dict):
         self._source.restore(state["position"], state.get("order_rng"))
-
-    def close(self):
-        pf = getattr(self, "_prefetcher", None)
-        if pf is not None:
-            pf.stop()
 
 
 __all__ = ["InputLayer", "DummyDataLayer", "DataLayer", "ImageDataLayer"]

@@ -60,16 +60,9 @@ class WindowFile:
 
 def _tokens(path: Path):
     """(token, line number) for every whitespace-separated token of the file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"window file {path} does not exist") from None
-    except IsADirectoryError:
-        raise DataError(f"window file {path} is a directory") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"window file {path} is not UTF-8 text ({e})") from None
-    except OSError as e:
-        raise DataError(f"cannot read window file {path}: {e.strerror or e}") from None
+    from ..data.images import read_text
+
+    text = read_text(path, "window file")
     for lineno, line in enumerate(text.splitlines(), 1):
         for tok in line.split():
             yield tok, lineno
@@ -107,27 +100,22 @@ def parse_window_file(path, root_folder: str = "", fg_threshold: float = 0.5,
         last_line[0] = line
         return tok, line
 
-    def take_int(what, lo=None):
+    def take_number(what, kind, lo=None):
         tok, line = take(what)
         try:
-            v = int(tok)
+            v = kind(tok)
         except ValueError:
-            raise DataError(f"{path}:{line}: {what} {tok!r} is not an integer; "
+            word = "an integer" if kind is int else "a number"
+            raise DataError(f"{path}:{line}: {what} {tok!r} is not {word}; "
                             f"{FORMAT_HINT}") from None
+        if kind is float and not math.isfinite(v):
+            raise DataError(f"{path}:{line}: {what} is {tok}; it must be a finite number")
         if lo is not None and v < lo:
             raise DataError(f"{path}:{line}: {what} is {v}; it must be >= {lo}")
         return v
 
-    def take_float(what):
-        tok, line = take(what)
-        try:
-            v = float(tok)
-        except ValueError:
-            raise DataError(f"{path}:{line}: {what} {tok!r} is not a number; "
-                            f"{FORMAT_HINT}") from None
-        if not math.isfinite(v):
-            raise DataError(f"{path}:{line}: {what} is {tok}; it must be a finite number")
-        return v
+    def take_int(what, lo=None):
+        return take_number(what, int, lo)
 
     fg_threshold, bg_threshold = _F32(fg_threshold), _F32(bg_threshold)   # Caffe compares floats
     images: list[WindowImage] = []
@@ -166,7 +154,7 @@ def parse_window_file(path, root_folder: str = "", fg_threshold: float = 0.5,
         for _ in range(n):
             label = take_int("the window's class", 0)
             wline = last_line[0]
-            overlap = _F32(take_float("the window's overlap"))
+            overlap = _F32(take_number("the window's overlap", float))
             x1, y1 = take_int("x1"), take_int("y1")
             x2, y2 = take_int("x2"), take_int("y2")
             if not (0 <= x1 <= x2 < width and 0 <= y1 <= y2 < height):
@@ -381,23 +369,6 @@ class WindowDataLayer(_PrefetchingDataLayer):
 
     param_field = "window_data_param"
 
-    def _prefetch_depth(self) -> int:
-        lp = self.layer_param
-        if lp.has("data_param") and lp.data_param.has("prefetch"):
-            return int(lp.data_param.prefetch)
-        return 4
-
-    def _root_folder(self, search) -> str:
-        from ..data.images import root_prefix
-        from ..data.transformer import resolve_path
-
-        root = self.param.root_folder
-        if root and not os.path.isabs(root) and not os.path.exists(root.rstrip("/") or "/"):
-            alt, _ = resolve_path(root.rstrip("/"), search)
-            if alt is not None:
-                root = str(alt) + "/"
-        return root_prefix(root)
-
     def _check_params(self, tp):
         p = self.param
         if not p.source:
@@ -442,8 +413,8 @@ class WindowDataLayer(_PrefetchingDataLayer):
                                   + " and ".join(str(t) for t in tried), "source")
         self.source = found
         try:
-            wf = parse_window_file(found, self._root_folder(search), float(p.fg_threshold),
-                                   float(p.bg_threshold))
+            wf = parse_window_file(found, self._root_prefix(p.root_folder, search),
+                                   float(p.fg_threshold), float(p.bg_threshold))
         except DataError as e:
             raise self.data_error(str(e), "source") from None
         self.num_fg = int(_F32(self.batch_size) * _F32(p.fg_fraction))
@@ -521,11 +492,6 @@ class WindowDataLayer(_PrefetchingDataLayer):
 
     def _seek(self, state: dict):
         self._source.restore(state)
-
-    def close(self):
-        pf = getattr(self, "_prefetcher", None)
-        if pf is not None:
-            pf.stop()
 
 
 __all__ = ["WindowDataLayer", "parse_window_file", "warp_geometry", "Window", "WindowFile"]
