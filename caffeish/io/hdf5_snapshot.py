@@ -15,6 +15,7 @@ dependency (``pip install 'caffeish[hdf5]'``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -58,6 +59,22 @@ def _write_atomic(path, what, fill):
         except OSError:
             pass
         raise FormatError(f"{path}: cannot write: {e.strerror or e}") from None
+
+
+# what h5py raises for a damaged file, beyond OSError (h5py maps HDF5's error stack onto
+# KeyError, RuntimeError, ValueError, ...)
+H5_DAMAGE = (OSError, KeyError, RuntimeError, ValueError, TypeError, AttributeError)
+
+
+@contextlib.contextmanager
+def _reading(path, what):
+    """Turn h5py's exceptions for a damaged file into one FormatError naming it."""
+    try:
+        yield
+    except H5_DAMAGE as e:
+        raise FormatError(f"{os.fspath(path)}: the {what} is damaged or not in Caffe's HDF5 "
+                          f"layout ({type(e).__name__}: {e}); write it again, or use another "
+                          "snapshot") from None
 
 
 def _open(path, what):
@@ -105,12 +122,18 @@ def _numbered(group, path, where):
 def read_net_hdf5(path) -> list:
     """[(layer name, None, [blob arrays])] from a .caffemodel.h5 (the shape of
     io.formats.layer_blobs' answer; HDF5 weights carry no layer types)."""
-    with _open(path, "weights file") as f:
+    with _open(path, "weights file") as f, _reading(path, "weights file"):
         if "data" not in f:
             raise FormatError(f"{os.fspath(path)}: no 'data' group: not a Caffe HDF5 weights "
                               f"file (those hold data/<layer name>/0, 1, ...)")
-        return [(name, None, _numbered(f["data"][name], os.fspath(path), f"data/{name}"))
+        return [(_text(name), None,
+                 _numbered(f["data"][name], os.fspath(path), f"data/{_text(name)}"))
                 for name in f["data"].keys()]
+
+
+def _text(name) -> str:
+    """A group name as text (h5py gives bytes for names that are not valid UTF-8)."""
+    return name.decode("utf-8", "replace") if isinstance(name, bytes) else str(name)
 
 
 def save_solverstate_hdf5(path, it, learned_net, current_step, history, extra: bytes) -> None:
@@ -137,7 +160,7 @@ def read_solverstate_hdf5(path) -> Msg:
     BlobProtos, caffeish_state when present)."""
     from .formats import array_to_blob
     p = os.fspath(path)
-    with _open(p, "solver state") as f:
+    with _open(p, "solver state") as f, _reading(p, "solver state"):
         st = Msg("SolverState")
         st.set("iter", int(_scalar(f, "iter", p)))
         st.set("current_step", int(_scalar(f, "current_step", p)) if "current_step" in f else 0)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..io.hdf5_snapshot import H5_DAMAGE
 from ..log import logger
 from .base import Layer, register_layer
 
@@ -227,6 +228,9 @@ class HDF5DataLayer(Layer):
                     arrays.append(np.ascontiguousarray(ds[()], dtype=self.dtype))
         except OSError as e:
             raise self.data_error(f"failed opening HDF5 file {path}: {e}") from None
+        except H5_DAMAGE as e:      # h5py's other ways of reporting a damaged file
+            raise self.data_error(f"HDF5 file {path} is damaged ({type(e).__name__}: {e}); "
+                                  "write it again") from None
         rows = arrays[0].shape[0]
         for name, a in zip(self.dataset_names, arrays):
             if a.shape[0] != rows:

@@ -428,3 +428,31 @@ def test_hdf5_output_errors(tmp_path):
     with pytest.raises(ConfigError, match="dump.*exactly 2 bottom"):
         setup_layer(make_layer(out_spec(tmp_path / "d.h5")), blobs_from([np.zeros(2)]),
                     n_tops=0)
+
+
+def test_hdf5_data_damaged_files_give_data_errors_only(h5_files, tmp_path):
+    """h5py reports a damaged file as OSError, KeyError, RuntimeError...: each must be one
+    DataError naming the file (found by fuzzing; 40 damaged copies)."""
+    import random
+    lst, _ = h5_files
+    rng = random.Random(3)
+    good = (lst.parent / "a.h5").read_bytes()
+    noticed = 0
+    for k in range(40):
+        b = bytearray(good)
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(len(b))
+            run = rng.randint(1, 16)
+            b[i:i + run] = bytes(rng.randrange(256) for _ in range(run))
+        bad = tmp_path / f"bad{k}.h5"
+        bad.write_bytes(bytes(b))
+        listing = tmp_path / f"list{k}.txt"
+        listing.write_text(f"{bad}\n")
+        try:
+            layer = make_layer(h5_spec(listing, batch_size=2), dtype=np.float32)
+            top = setup_layer(layer, [], n_tops=2)
+            run_batches(layer, top, 3)
+        except DataError as e:
+            noticed += 1
+            assert bad.name in str(e)
+    assert noticed > 10

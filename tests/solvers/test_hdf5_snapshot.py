@@ -134,3 +134,41 @@ def test_without_h5py_the_error_says_how_to_install(tmp_path, monkeypatch):
                                             r"caffeish\[hdf5\]"):
         (tmp_path / "x.caffemodel.h5").write_bytes(b"")
         s.net.copy_from(str(tmp_path / "x.caffemodel.h5"))
+
+
+def _damaged_copies(path, n, seed):
+    """n copies of the file at ``path`` with a few random byte runs overwritten."""
+    import random
+    rng = random.Random(seed)
+    data = path.read_bytes()
+    for k in range(n):
+        b = bytearray(data)
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(len(b))
+            run = rng.randint(1, 16)
+            b[i:i + run] = bytes(rng.randrange(256) for _ in range(run))
+        out = path.with_name(f"damaged{k}_{path.name}")
+        out.write_bytes(bytes(b))
+        yield out
+
+
+def test_damaged_h5_snapshots_give_caffeish_errors_only(tmp_path):
+    """h5py reports damage as OSError, KeyError, RuntimeError, ValueError...: every one must
+    reach the user as one CaffeishError naming the file (found by fuzzing, 40 copies each)."""
+    s = solver_from(TWO_LAYERS + f"snapshot_prefix: {tmp_path}/m\n")
+    feed(s)
+    s.step(2)
+    model, state = s.snapshot()
+    errors = 0
+    for kind, path in (("weights", model), ("state", state)):
+        for bad in _damaged_copies(tmp_path / path.split("/")[-1], 40, seed=7):
+            fresh = solver_from(TWO_LAYERS + f"snapshot_prefix: {tmp_path}/m\n")
+            try:
+                if kind == "weights":
+                    fresh.net.copy_from(str(bad))
+                else:
+                    fresh.restore(str(bad))
+            except CaffeishError as e:
+                errors += 1
+                assert bad.name in str(e)
+    assert errors > 20          # most damage is noticed (some bytes are padding)
