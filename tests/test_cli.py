@@ -213,3 +213,16 @@ def test_threads_option_sets_the_compute_threads(workdir):
         assert bad.exit_code == 2 and f"--threads {limit + 1}: give 1 to {limit}" in bad.output
     finally:
         numba.set_num_threads(before)
+
+
+def test_an_unwritable_snapshot_prefix_is_one_message(workdir):
+    (workdir / "blocker").write_text("a file, not a folder")
+    r = run("train", "--solver", "solver.yaml", "--set", "snapshot_prefix=blocker/snap/tiny")
+    assert r.exit_code == 2
+    assert "cannot write the run directory" in r.output and "--run-dir" in r.output
+    r = run("train", "--solver", "solver.yaml", "--set", "snapshot_prefix=blocker/snap/tiny",
+            "--run-dir", str(workdir / "rd"))
+    assert r.exit_code == 2
+    assert "cannot create the snapshot folder blocker/snap" in r.output
+    assert "Iteration 10" not in r.output            # before any training
+    assert "Traceback" not in r.output

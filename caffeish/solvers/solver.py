@@ -430,6 +430,8 @@ class Solver:
 
     def solve(self, resume_file=None):
         p = self.param
+        if p.has("snapshot_prefix") and (p.snapshot or p.snapshot_after_train):
+            self._make_snapshot_folder()     # now, not after hours of training
         logger.info(f"Solving {self.net.name or 'net'}")
         logger.info(f"Learning Rate Policy: {p.lr_policy}")
         if resume_file:
@@ -484,12 +486,21 @@ class Solver:
         ext = ".h5" if self.param.snapshot_format == "HDF5" else ""
         return f"{prefix}_iter_{it}.caffemodel{ext}", f"{prefix}_iter_{it}.solverstate{ext}"
 
+    def _make_snapshot_folder(self, model_path=None):
+        d = os.path.dirname(model_path or self.snapshot_paths()[0])
+        if d:
+            try:
+                os.makedirs(d, exist_ok=True)
+            except OSError as e:
+                raise CaffeishError(
+                    f"cannot create the snapshot folder {d} ({e.strerror or e}); point "
+                    f"snapshot_prefix ({self.param.snapshot_prefix}) at a writable "
+                    "folder") from None
+
     def snapshot(self):
         from ..io.formats import array_to_blob, write_solverstate
         model_path, state_path = self.snapshot_paths()
-        d = os.path.dirname(model_path)
-        if d:
-            os.makedirs(d, exist_ok=True)
+        self._make_snapshot_folder(model_path)
         extra = {"format": 1, "train": self.net.get_state(),
                  "test": [n.get_state() for n in self.test_nets],
                  "global_rng": _np_global_state(), "losses": list(self.losses)}

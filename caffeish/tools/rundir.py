@@ -307,14 +307,21 @@ def start_run(solver_path, overrides=(), run_dir=None, resume=None, logfile=None
     base = Path(run_dir) if run_dir else default_run_dir(param, solver_path)
     path = (pick_run_dir(base, resume=bool(resume)) if not run_dir else base).absolute()
     resumed = bool(resume) and (path / "metrics.jsonl").exists()
-    path.mkdir(parents=True, exist_ok=True)
-    for name, text in resolved_files(param).items():
-        target = path / name
-        if resumed and target.exists():
-            if target.read_text() == text:
-                continue
-            target = path / f"{Path(name).stem}.resumed{Path(name).suffix}"
-        target.write_text(text)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        for name, text in resolved_files(param).items():
+            target = path / name
+            if resumed and target.exists():
+                if target.read_text() == text:
+                    continue
+                target = path / f"{Path(name).stem}.resumed{Path(name).suffix}"
+            target.write_text(text)
+    except OSError as e:
+        why = f"{e.strerror}: {e.filename}" if e.strerror and e.filename else str(e)
+        raise CaffeishError(
+            f"cannot write the run directory {path} ({why}); it goes beside snapshot_prefix "
+            f"({param.snapshot_prefix or 'unset'}): point snapshot_prefix at a writable "
+            "folder, or give --run-dir") from None
     stream = stream or sys.stderr
     use_bar = progress if progress is not None else bool(getattr(stream, "isatty", lambda: 0)())
     bar_stream = BarStream(stream) if use_bar else None
