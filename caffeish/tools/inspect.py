@@ -371,9 +371,19 @@ def _via_layer_class(lp, bottoms, phase):
         layer.close()
 
 
+def _check_counts(lp, n_bottoms, phase):
+    """The layer class's bottom/top counts (the shape rules assume them)."""
+    from ..layers.base import LAYER_REGISTRY, layer_types
+    layer_types()
+    cls = LAYER_REGISTRY.get(lp.type)
+    if cls is not None:
+        cls(lp, phase=phase).check_blob_counts([None] * n_bottoms, [None] * len(lp.top))
+
+
 def layer_shapes(lp, bottoms, phase, ctx) -> LayerShapes:
     fn = RULES.get(lp.type)
     if fn is not None:
+        _check_counts(lp, len(bottoms), phase)
         res = fn(lp, bottoms, phase, ctx)
     else:
         from ..layers.base import LAYER_REGISTRY, layer_types

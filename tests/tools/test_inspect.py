@@ -272,6 +272,23 @@ def test_unknown_type_and_bad_bottom_are_config_errors():
                                   "NetParameter", "m.yaml"))
 
 
+@pytest.mark.parametrize("layer,words", [
+    ("{name: lrn, type: LRN, top: n}", "layer 'lrn' (LRN): takes exactly 1 bottom blob(s), got 0"),
+    ("{name: loss, type: SoftmaxWithLoss, bottom: x, top: l}",
+     "takes exactly 2 bottom blob(s), got 1"),
+    ("{name: ip, type: InnerProduct, bottom: x, inner_product_param: {num_output: 2}}",
+     "takes exactly 1 top blob(s), got 0"),
+], ids=["no-bottom", "one-bottom-loss", "no-top"])
+def test_a_layer_with_the_wrong_blob_count_is_a_config_error(layer, words):
+    """The shape rules index bottoms[0], bottoms[1]: the counts are checked first (a fuzzed
+    net without LRN's bottom was an IndexError)."""
+    text = ("layer:\n  - {name: x, type: Input, top: x, input_param: {shape: {dim: [2, 3, 4, 4]}}}"
+            f"\n  - {layer}\n")
+    with pytest.raises(ConfigError) as e:
+        inspect_net(parse_message(text, "NetParameter", "t.yaml"))
+    assert str(e.value).startswith("t.yaml:3: layer ") and words in str(e.value)
+
+
 def test_inspect_is_fast_and_allocates_nothing_big():
     """CaffeNet with a batch of 5000 (~20 GiB of activations) is sized instantly."""
     import time
