@@ -14,6 +14,8 @@ benchmarks/train_speed.py):
   lenet          configs/mnist/lenet_train_test.yaml, TRAIN step, batch 64, 1x28x28
   cifar10_quick  configs/cifar10/cifar10_quick_train_test.yaml, TRAIN step, batch 100, 3x32x32
   caffenet       models_zoo/bvlc_reference_caffenet/deploy.yaml, forward only, batch 10, 3x227x227
+  googlenet      models_zoo/bvlc_googlenet/deploy.yaml, forward only, batch 10, 3x224x224
+                 (not in the default list)
   caffenet_train models_zoo/bvlc_reference_caffenet/train_val.yaml, TRAIN step, batch 16,
                  3x227x227 (not in the default list: about a minute more)
 
@@ -72,6 +74,8 @@ NETS = {
                           label="CIFAR10-quick train"),
     "caffenet": dict(path="models_zoo/bvlc_reference_caffenet/deploy.yaml", mode="forward",
                      batch=10, channels=3, size=227, classes=1000, label="CaffeNet forward"),
+    "googlenet": dict(path="models_zoo/bvlc_googlenet/deploy.yaml", mode="forward",
+                      batch=10, channels=3, size=224, classes=1000, label="GoogLeNet forward"),
     "caffenet_train": dict(path="models_zoo/bvlc_reference_caffenet/train_val.yaml",
                            mode="train", batch=16, channels=3, size=227, classes=1000,
                            label="CaffeNet train", check64=True),
@@ -181,6 +185,12 @@ def analyse(layers, input_shapes):
             out = ()
         elif t in ("Accuracy", "Silence"):
             continue
+        elif t == "Concat":
+            cp = lp.concat_param
+            axis = cp.concat_dim if cp.has("concat_dim") else cp.axis
+            out = list(shp)
+            out[axis] = sum(shapes[b][axis] for b in bottoms)
+            out = tuple(out)
         else:                     # element-wise / same-shape layers
             out = shp
         for tname in tops:
@@ -194,6 +204,7 @@ def analyse(layers, input_shapes):
 
 # --- the PyTorch translation ------------------------------------------------------------------
 def build_torch_net(layers, shapes, mode):
+    import torch
     from torch import nn
     import torch.nn.functional as F
 
@@ -219,6 +230,11 @@ def build_torch_net(layers, shapes, mode):
                 return
             if t == "Split":
                 self.ops.append(("Split", None, bottoms, tops, None))
+                return
+            if t == "Concat":
+                cp = lp.concat_param
+                axis = cp.concat_dim if cp.has("concat_dim") else cp.axis
+                self.ops.append(("Concat", None, bottoms, tops, axis))
                 return
             if t == "Convolution":
                 cp = lp.convolution_param
@@ -286,6 +302,9 @@ def build_torch_net(layers, shapes, mode):
                 if t == "Split":
                     for top in tops:
                         blobs[top] = x
+                    continue
+                if t == "Concat":
+                    blobs[tops[0]] = torch.cat([blobs[b] for b in bottoms], dim=extra)
                     continue
                 if t == "InnerProduct":
                     y = self.mods[key](x.flatten(extra))
