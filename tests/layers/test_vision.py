@@ -104,6 +104,11 @@ CONV_CASES = {
     "perdim-k[3,2]-s[2,1]-p[0,1]-d[1,2]": (dict(num_output=2, kernel_size=[3, 2], stride=[2, 1],
                                                pad=[0, 1], dilation=[1, 2]), (2, 2, 7, 6)),
     "nobias-group3": (dict(num_output=3, kernel_size=2, group=3, bias_term=False), (2, 6, 4, 5)),
+    # 1x1 without padding: the direct path (no im2col) when there are as many images as workers
+    "k1-batch5": (dict(num_output=4, kernel_size=1), (5, 3, 4, 5)),
+    "k1s2-odd": (dict(num_output=3, kernel_size=1, stride=2), (4, 2, 5, 6)),
+    "k1-rect-s[1,3]-nobias": (dict(num_output=2, kernel_size=1, stride=[1, 3], bias_term=False),
+                              (3, 3, 3, 7)),
 }
 
 

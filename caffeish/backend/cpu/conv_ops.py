@@ -94,6 +94,68 @@ def _use_winograd(algo, x, w, geom):
     return algo == "auto" and winograd.eligible(x.shape, w.shape[-2] * g, geom, g)
 
 
+def _pointwise(x, w, geom):
+    """A 1x1 convolution without padding, ungrouped: the input planes are already the columns
+    (Caffe's is_1x1 case skips im2col; stride s > 1 only needs every s-th pixel)."""
+    return (geom[0] == 1 and geom[1] == 1 and geom[4] == 0 and geom[5] == 0 and w.ndim == 2
+            and x.shape[0] >= workers())
+
+
+def _pointwise_input(x, geom, a, b):
+    """Images a..b of x as (k, C, OH*OW): a view at stride 1, a strided copy otherwise."""
+    sh, sw = geom[2], geom[3]
+    if sh == 1 and sw == 1:
+        return x[a:b].reshape(b - a, x.shape[1], -1)
+    sub = x[a:b, :, ::sh, ::sw][:, :, :geom[8], :geom[9]]
+    return np.ascontiguousarray(sub).reshape(b - a, x.shape[1], -1)
+
+
+def _pointwise_forward(x, w, bias, use_bias, geom, y, nw):
+    n, o = x.shape[0], w.shape[0]
+    y3 = y.reshape(n, o, -1)
+    b3 = bias.reshape(1, o, 1) if use_bias else None
+
+    def work(n0, n1):
+        for a in range(n0, n1, 4):
+            b = min(n1, a + 4)
+            np.matmul(w, _pointwise_input(x, geom, a, b), out=y3[a:b])
+            if b3 is not None:
+                y3[a:b] += b3
+    run_blocks(work, n, nw)
+
+
+def _pointwise_backward(x, w, dy, wdiff, bdiff, dx, geom, nw):
+    n, o = x.shape[0], w.shape[0]
+    dy3 = dy.reshape(n, o, -1)
+    strided = geom[2] != 1 or geom[3] != 1
+    acc = x.dtype if wdiff is None else wdiff.dtype
+
+    def work(n0, n1):
+        wacc = np.zeros(w.shape, acc) if wdiff is not None else None
+        bacc = np.zeros(o, np.float64) if bdiff is not None else None
+        for i in range(n0, n1):
+            d = dy3[i]
+            if wacc is not None:
+                wacc += d @ _pointwise_input(x, geom, i, i + 1)[0].T
+            if bacc is not None:
+                bacc += d.sum(axis=1, dtype=np.float64)
+            if dx is not None:
+                g = w.T @ d
+                if strided:
+                    dx[i] = 0
+                    dx[i, :, ::geom[2], ::geom[3]][:, :geom[8], :geom[9]] = \
+                        g.reshape(x.shape[1], geom[8], geom[9])
+                else:
+                    dx[i] = g.reshape(dx[i].shape)
+        return wacc, bacc
+
+    for wacc, bacc in run_blocks(work, n, nw):
+        if wacc is not None:
+            wdiff += wacc
+        if bacc is not None:
+            bdiff += bacc.astype(bdiff.dtype)
+
+
 def _filters(x, w, geom):
     """w (O, C*kh*kw) as (O, C, kh, kw)."""
     return w.reshape(w.shape[0], x.shape[1], geom[0], geom[1])
@@ -110,6 +172,9 @@ def conv_forward(x, w, bias, use_bias, geom, col, res, y, algo="auto"):
     if isinstance(geom, Geom3D):
         from .. import cpu
         return batched_forward(cpu, x, w, bias, use_bias, geom, col, res, y)
+    if _pointwise(x, w, geom):
+        _pointwise_forward(x, w, bias, use_bias, geom, y, nw)
+        return False
     if _use_winograd(algo, x, w, geom):
         b = bias if use_bias else np.zeros(w.shape[0], x.dtype)
         winograd.conv_winograd(x, winograd.filter_transform(_filters(x, w, geom), x.dtype), b,
@@ -161,6 +226,9 @@ def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid, algo="a
     if isinstance(geom, Geom3D):
         from .. import cpu
         return batched_backward(cpu, x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid)
+    if _pointwise(x, w, geom):
+        _pointwise_backward(x, w, dy, wdiff, bdiff, dx, geom, nw)
+        return
     if _use_winograd(algo, x, w, geom):
         wino_w = winograd.wgrad_eligible(geom)
         wino_dx = dx is not None and winograd.dgrad_eligible(geom)
