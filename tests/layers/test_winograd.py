@@ -98,6 +98,75 @@ def test_conv_winograd_vs_direct(shape, nw):
         assert err < tol, (dt, err)
 
 
+# 3x3 filters: F(4x4, 3x3) on the same 6x6 tiles; every padding 0..2, odd sizes
+SHAPES3 = [(3, 16, 16, 16, 16, 1, 1), (5, 16, 7, 9, 17, 2, 1), (4, 17, 13, 11, 16, 0, 2),
+           (1, 16, 18, 17, 16, 2, 0), (2, 32, 8, 8, 24, 1, 1)]
+
+
+@pytest.mark.parametrize("shape", SHAPES3, ids=[str(s) for s in SHAPES3])
+@pytest.mark.parametrize("nw", [1, 2])
+def test_conv_winograd_3x3_vs_direct(shape, nw):
+    n, c, h, wd, o, ph, pw = shape
+    rng = np.random.default_rng(sum(shape) + 3)
+    x = rng.standard_normal((n, c, h, wd))
+    w = rng.standard_normal((o, c, 3, 3)) * 0.2
+    b = rng.standard_normal(o)
+    want = conv_direct(x, w, b, ph, pw)
+    for dt, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+        y = np.full(want.shape, np.nan, dt)
+        W.conv_winograd(x.astype(dt), W.filter_transform(w, dt), b.astype(dt), y, ph, pw,
+                        _buffer, run_blocks, nw, r=3)
+        err = np.abs(y - want).max() / np.abs(want).max()
+        assert err < tol, (dt, err)
+
+
+def test_3x3_transforms_are_the_matrices():
+    at, g, bt = (np.array([[float(v) for v in row] for row in mat])
+                 for mat in W.winograd_matrices(4, 3, (0, 1, -1, 2, -2)))
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 2, 6, 6))           # one tile, no padding: a 4x4 output
+    oh, ow, th, tw, s, src, dst = W._plan(6, 6, 0, 0, 3)
+    assert (oh, ow, th, tw, s) == (4, 4, 1, 1, 2)
+    v = np.full((36, 2, 1), np.nan)
+    r = np.zeros((4, 6, 2 * s + 2 * tw))
+    W._transform_in(x, src, s, tw, v, np.empty((6, 4 * s)), r)
+    for c in range(2):
+        np.testing.assert_allclose(v[:, c, 0], (bt @ x[0, c] @ bt.T).ravel(), atol=1e-12)
+    m = rng.standard_normal((36, 3, 1))
+    y = np.full((1, 3, 4, 4), np.nan)
+    bias = np.array([0.5, -1.0, 2.0])
+    W._transform_out(m, bias, dst, y, np.empty((4, 6, 3)), np.empty((4, 4, 3)))
+    for o in range(3):
+        np.testing.assert_allclose(y[0, o], at @ m[:, o, 0].reshape(6, 6) @ at.T + bias[o],
+                                   atol=1e-12)
+    w = rng.standard_normal((3, 2, 3, 3))
+    np.testing.assert_allclose(W.filter_transform(w, np.float64)[:, 2, 1],
+                               (g @ w[2, 1] @ g.T).ravel(), atol=1e-12)
+
+
+@pytest.mark.parametrize("pad,size,batch", [(1, 16, 3), (0, 18, 2), (2, 9, 3), (1, 8, 1)])
+def test_3x3_layer_matches_im2col_and_its_gradient_checks(pad, size, batch, wino_calls):
+    """Forward by F(4x4, 3x3), the input gradient too where pad >= 1, the weight gradient by
+    im2col; all against im2col alone in float64, then a finite-difference check."""
+    x = np.random.default_rng(pad + size).standard_normal((batch, 16, size, size + 1))
+    out = []
+    for engine in (None, "CAFFE"):
+        layer = make_layer(wino_spec(engine, kernel_size=3, pad=pad), dtype=np.float64, seed=3)
+        bottom = blobs_from([x])
+        top = setup_layer(layer, bottom)
+        layer.forward(bottom, top)
+        top[0].diff[...] = np.random.default_rng(9).standard_normal(top[0].shape)
+        layer.backward(top, [True], bottom)
+        out.append((top[0].data.copy(), bottom[0].diff.copy(), layer.blobs[0].diff.copy(),
+                    layer.blobs[1].diff.copy()))
+    assert wino_calls == [(pad, pad)] + ([(2 - pad, 2 - pad)] if pad >= 1 else [])
+    for a, b in zip(*out):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * np.abs(b).max())
+    small = np.random.default_rng(4).standard_normal((1, 16, 8, 9))
+    check_gradient_spec(wino_spec(kernel_size=3, pad=pad), [small], stepsize=1e-3,
+                        threshold=1e-5)
+
+
 def wgrad_direct(x, dy, ph, pw):
     """sum over images and positions of dy * the shifted padded input, float64."""
     n, c, h, wd = x.shape
@@ -150,7 +219,14 @@ def test_eligibility():
     assert not W.eligible((2, 32, 16, 16), 8, geom, 1)          # too few outputs
     assert not W.eligible((2, 32, 16, 16), 32, geom, 2)         # groups
     assert not W.eligible((2, 32, 16, 16), 32, (5, 5, 2, 2, 2, 2, 1, 1, 8, 8), 1)   # stride
-    assert not W.eligible((2, 32, 16, 16), 32, (3, 3, 1, 1, 1, 1, 1, 1, 16, 16), 1)  # 3x3
+    assert W.eligible((2, 32, 16, 16), 32, (3, 3, 1, 1, 1, 1, 1, 1, 16, 16), 1)      # 3x3
+    assert not W.eligible((2, 32, 16, 16), 32, (3, 3, 1, 1, 3, 3, 1, 1, 20, 20), 1)  # pad 3
+    assert not W.eligible((2, 32, 7, 7), 32, (3, 3, 1, 1, 1, 1, 1, 1, 7, 7), 1)     # 7x7
+    assert not W.eligible((2, 32, 16, 16), 32, (3, 3, 1, 1, 1, 1, 2, 2, 14, 14), 1)  # dilation
+    assert not W.eligible((2, 32, 16, 16), 32, (3, 5, 1, 1, 1, 2, 1, 1, 16, 16), 1)  # 3x5
+    assert W.dgrad_eligible((3, 3, 1, 1, 1, 1, 1, 1, 16, 16))
+    assert not W.dgrad_eligible((3, 3, 1, 1, 0, 0, 1, 1, 16, 16))
+    assert not W.wgrad_eligible((3, 3, 1, 1, 1, 1, 1, 1, 32, 32))   # 3x3: im2col
     assert not W.eligible((2, 32, 16, 16), 32, (5, 5, 1, 1, 5, 5, 1, 1, 22, 22), 1)  # pad 5
     assert W.eligible((2, 32, 8, 8), 32, (5, 5, 1, 1, 2, 2, 1, 1, 8, 8), 1)          # 8x8
     assert not W.eligible((2, 32, 8, 7), 32, (5, 5, 1, 1, 2, 2, 1, 1, 8, 7), 1)      # 8x7
@@ -174,7 +250,8 @@ def test_layer_forward_default_engine_is_winograd_caffe_engine_is_im2col(wino_ca
 def wino_calls(monkeypatch):
     calls = []
     real = W.conv_winograd
-    monkeypatch.setattr(W, "conv_winograd", lambda *a: calls.append(a[4:6]) or real(*a))
+    monkeypatch.setattr(W, "conv_winograd",
+                        lambda *a, **k: calls.append(a[4:6]) or real(*a, **k))
     return calls
 
 

@@ -178,7 +178,7 @@ def conv_forward(x, w, bias, use_bias, geom, col, res, y, algo="auto"):
     if _use_winograd(algo, x, w, geom):
         b = bias if use_bias else np.zeros(w.shape[0], x.dtype)
         winograd.conv_winograd(x, winograd.filter_transform(_filters(x, w, geom), x.dtype), b,
-                               y, geom[4], geom[5], _buffer, run_blocks, nw)
+                               y, geom[4], geom[5], _buffer, run_blocks, nw, r=geom[0])
         return False
     if nw > 1 and n < nw:
         from .. import cpu
@@ -247,8 +247,8 @@ def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid, algo="a
             if wino_dx:
                 winograd.conv_winograd(
                     dy4, winograd.data_filter_transform(_filters(x, w, geom), x.dtype),
-                    np.zeros(x.shape[1], x.dtype), dx, 4 - geom[4], 4 - geom[5], _buffer,
-                    run_blocks, nw)
+                    np.zeros(x.shape[1], x.dtype), dx, geom[0] - 1 - geom[4],
+                    geom[1] - 1 - geom[5], _buffer, run_blocks, nw, r=geom[0])
             return
     if nw > 1 and n < nw:
         from .. import cpu
