@@ -167,15 +167,15 @@ def test_3x3_layer_matches_im2col_and_its_gradient_checks(pad, size, batch, wino
                         threshold=1e-5)
 
 
-def wgrad_direct(x, dy, ph, pw):
+def wgrad_direct(x, dy, ph, pw, r=5):
     """sum over images and positions of dy * the shifted padded input, float64."""
     n, c, h, wd = x.shape
     oh, ow = dy.shape[2:]
     xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
     xp[:, :, ph:ph + h, pw:pw + wd] = x
-    dw = np.zeros((dy.shape[1], c, 5, 5))
-    for i in range(5):
-        for j in range(5):
+    dw = np.zeros((dy.shape[1], c, r, r))
+    for i in range(r):
+        for j in range(r):
             dw[:, :, i, j] = np.einsum("nohw,nchw->oc", dy, xp[:, :, i:i + oh, j:j + ow])
     return dw
 
@@ -199,6 +199,51 @@ def test_conv_winograd_wgrad_vs_direct(shape, nw):
         assert got.shape == want.shape
         err = np.abs(got - want).max() / np.abs(want).max()
         assert err < tol, (dt, err)
+
+
+WGRAD3_SHAPES = [(2, 16, 16, 16, 16, 1, 1), (3, 17, 13, 18, 16, 0, 0), (5, 16, 9, 9, 20, 2, 2),
+                 (1, 16, 30, 29, 16, 1, 0)]
+
+
+@pytest.mark.parametrize("shape", WGRAD3_SHAPES, ids=[str(s) for s in WGRAD3_SHAPES])
+@pytest.mark.parametrize("nw", [1, 2])
+def test_conv_winograd_wgrad_3x3_vs_direct(shape, nw):
+    """F(3x3, 4x4): 4x4 tiles of dy against the forward's 6x6 input tiles."""
+    n, c, h, wd, o, ph, pw = shape
+    rng = np.random.default_rng(sum(shape) + 2)
+    x = rng.standard_normal((n, c, h, wd))
+    dy = rng.standard_normal((n, o, h + 2 * ph - 2, wd + 2 * pw - 2))
+    want = wgrad_direct(x, dy, ph, pw, r=3)
+    for dt, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):
+        got = W.conv_winograd_wgrad(x.astype(dt), dy.astype(dt), ph, pw, _buffer, run_blocks,
+                                    nw, r=3)
+        assert got.shape == want.shape
+        err = np.abs(got - want).max() / np.abs(want).max()
+        assert err < tol, (dt, err)
+
+
+def test_3x3_weight_gradient_through_winograd_in_a_layer(monkeypatch):
+    """With the rule relaxed, a 3x3 layer's weight gradient goes through F(3x3, 4x4) and
+    matches im2col's (float64)."""
+    monkeypatch.setattr(W, "WGRAD3_MIN", 8)
+    wgrad = []
+    real = W.conv_winograd_wgrad
+    monkeypatch.setattr(W, "conv_winograd_wgrad",
+                        lambda *a, **k: wgrad.append(k.get("r")) or real(*a, **k))
+    x = np.random.default_rng(7).standard_normal((3, 16, 12, 13))
+    diffs = []
+    for engine in (None, "CAFFE"):
+        layer = make_layer(wino_spec(engine, kernel_size=3, pad=1), dtype=np.float64, seed=3)
+        bottom = blobs_from([x])
+        top = setup_layer(layer, bottom)
+        layer.forward(bottom, top)
+        top[0].diff[...] = np.random.default_rng(9).standard_normal(top[0].shape)
+        layer.backward(top, [True], bottom)
+        diffs.append([layer.blobs[0].diff.copy(), layer.blobs[1].diff.copy(),
+                      bottom[0].diff.copy()])
+    assert wgrad == [3]
+    for a, b in zip(*diffs):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * np.abs(b).max())
 
 
 def wino_spec(engine=None, **p):
@@ -226,7 +271,9 @@ def test_eligibility():
     assert not W.eligible((2, 32, 16, 16), 32, (3, 5, 1, 1, 1, 2, 1, 1, 16, 16), 1)  # 3x5
     assert W.dgrad_eligible((3, 3, 1, 1, 1, 1, 1, 1, 16, 16))
     assert not W.dgrad_eligible((3, 3, 1, 1, 0, 0, 1, 1, 16, 16))
-    assert not W.wgrad_eligible((3, 3, 1, 1, 1, 1, 1, 1, 32, 32))   # 3x3: im2col
+    assert W.wgrad_eligible((3, 3, 1, 1, 1, 1, 1, 1, 56, 56), 64, 64)      # 3x3: big planes
+    assert not W.wgrad_eligible((3, 3, 1, 1, 1, 1, 1, 1, 16, 16), 64, 64)  # small planes
+    assert not W.wgrad_eligible((3, 3, 1, 1, 1, 1, 1, 1, 56, 56), 256, 256)   # many pairs
     assert not W.eligible((2, 32, 16, 16), 32, (5, 5, 1, 1, 5, 5, 1, 1, 22, 22), 1)  # pad 5
     assert W.eligible((2, 32, 8, 8), 32, (5, 5, 1, 1, 2, 2, 1, 1, 8, 8), 1)          # 8x8
     assert not W.eligible((2, 32, 8, 7), 32, (5, 5, 1, 1, 2, 2, 1, 1, 8, 7), 1)      # 8x7
@@ -258,7 +305,8 @@ def wino_calls(monkeypatch):
 def test_layer_gradient_through_winograd(wino_calls, monkeypatch):
     wgrad = []
     real = W.conv_winograd_wgrad
-    monkeypatch.setattr(W, "conv_winograd_wgrad", lambda *a: wgrad.append(1) or real(*a))
+    monkeypatch.setattr(W, "conv_winograd_wgrad",
+                        lambda *a, **k: wgrad.append(1) or real(*a, **k))
     x = np.random.default_rng(6).standard_normal((1, 16, 12, 12))
     check_gradient_spec(wino_spec(pad=4), [x], stepsize=1e-3, threshold=1e-5)
     assert (4, 4) in wino_calls and (0, 0) in wino_calls and wgrad   # all three passes
@@ -272,7 +320,8 @@ def test_layer_backward_matches_im2col(pad, size, batch, wino_calls, monkeypatch
     with two workers takes im2col's batched path."""
     wgrad = []
     real = W.conv_winograd_wgrad
-    monkeypatch.setattr(W, "conv_winograd_wgrad", lambda *a: wgrad.append(1) or real(*a))
+    monkeypatch.setattr(W, "conv_winograd_wgrad",
+                        lambda *a, **k: wgrad.append(1) or real(*a, **k))
     rng = np.random.default_rng(pad)
     x = rng.standard_normal((batch, 16, size, size + 1))
     out = []

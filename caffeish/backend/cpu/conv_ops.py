@@ -230,13 +230,13 @@ def conv_backward(x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid, algo="a
         _pointwise_backward(x, w, dy, wdiff, bdiff, dx, geom, nw)
         return
     if _use_winograd(algo, x, w, geom):
-        wino_w = winograd.wgrad_eligible(geom)
+        wino_w = winograd.wgrad_eligible(geom, x.shape[1], w.shape[0])
         wino_dx = dx is not None and winograd.dgrad_eligible(geom)
         if wino_w or wino_dx:
             dy4 = dy.reshape(n, w.shape[0], geom[8], geom[9])
             if wino_w:
                 dw = winograd.conv_winograd_wgrad(x, dy4, geom[4], geom[5], _buffer,
-                                                  run_blocks, nw)
+                                                  run_blocks, nw, r=geom[0])
                 wdiff += dw.reshape(wdiff.shape).astype(wdiff.dtype)
                 if bdiff is not None:
                     channel_sum_ncp(dy4.reshape(n, w.shape[0], -1), bdiff)

@@ -13,8 +13,10 @@ tile of every image (36 GEMMs, (Cout x tiles) @ (tiles x Cin)), and A^T M A take
 3x3 filters use F(4x4, 3x3) with the same points, hence the same B^T and input transform: tiles
 start every 4 pixels and give 4x4 outputs, 36 multiplications per 16 outputs where im2col does
 144. Its forward pass and its input gradient (pad >= 1: the convolution of dy padded by
-2 - pad) run this way; its weight gradient stays on im2col. Measured against im2col for one
-layer, batch 10, 2 threads: 1.4x (64 channels, 56x56), 1.8x (128, 28x28), 1.4x (256, 14x14).
+2 - pad) run this way, measured against im2col for one layer, batch 10, 2 threads: 1.4x (64
+channels, 56x56), 1.8x (128, 28x28), 1.4x (256, 14x14). Its weight gradient is F(3x3, 4x4),
+4x4 tiles of dy against the same input tiles, where that pays (big planes, few channel pairs:
+wgrad_eligible).
 
 The matrices come from the points 0, 1, -1, 2, -2 and infinity (Lavin & Gray's construction,
 `winograd_matrices` builds them exactly); the transforms below are written out from them, and
@@ -96,6 +98,11 @@ def _tile(r: int) -> int:
 _AT5, _G2, _BT5 = winograd_matrices(_R, _M, _POINTS)
 assert _BT5 == winograd_matrices(_M, _R, _POINTS)[2]
 _A5 = np.array([[float(v) for v in row] for row in _AT5]).T        # (6, 5)
+# 3x3 filters' weight gradient: F(3x3, 4x4) on the same tiles, against 4x4 tiles of dy
+_AT3, _G4, _BT3 = winograd_matrices(3, 4, _POINTS)
+assert _BT3 == _BT5
+_A3 = np.array([[float(v) for v in row] for row in _AT3]).T        # (6, 3)
+_G4 = np.array([[float(v) for v in row] for row in _G4])           # (6, 4)
 
 
 def eligible(x_shape, n_out: int, geom, group: int) -> bool:
@@ -112,11 +119,20 @@ def eligible(x_shape, n_out: int, geom, group: int) -> bool:
             and 0 <= pw < kh and oh >= 8 and ow >= 8 and x_shape[1] >= 16 and n_out >= 16)
 
 
-def wgrad_eligible(geom) -> bool:
-    """For an eligible convolution: whether its weight gradient is worth F(5x5, 2x2). Needs
-    outputs of 16x16 or more: CIFAR10-quick's conv2 (16x16) 7.2 against 9.9 ms by im2col, its
-    conv3 (8x8) 4.8 against 4.4 (the transforms' per-plane set-up)."""
+def wgrad_eligible(geom, chans: int = 0, n_out: int = 0) -> bool:
+    """For an eligible convolution: whether its weight gradient is worth F(5x5, 2x2) (5x5) or
+    F(3x3, 4x4) (3x3). 5x5 needs outputs of 16x16 or more: CIFAR10-quick's conv2 (16x16) 7.2
+    against 9.9 ms by im2col, its conv3 (8x8) 4.8 against 4.4 (the transforms' per-plane
+    set-up). 3x3 needs big planes and few channel pairs, as the (36, O, C) products and their
+    float64 sums grow with O*C: batch 10, 64 channels at 56x56 1.5x faster than im2col, 128 at
+    28x28 1.1x; 256 at 14x14 and 64 at 16x16 or below, slower."""
+    if geom[0] == 3:
+        return (geom[8] >= WGRAD3_MIN and geom[9] >= WGRAD3_MIN
+                and chans * n_out <= 128 * 128)
     return geom[0] == _R and geom[8] >= 16 and geom[9] >= 16
+
+
+WGRAD3_MIN = 28
 
 
 def dgrad_eligible(geom) -> bool:
@@ -465,7 +481,23 @@ def conv_winograd(x, u, bias, y, ph, pw, buffer, run_blocks, nw, r=_R):
     run_blocks(work, n, nw)
 
 
-def conv_winograd_wgrad(x, dy, ph, pw, buffer, run_blocks, nw):
+def _dy_tiles_3(dy, dst, ud):
+    """ud[6i + j, o, img*tiles + t] = (G4 D G4^T)[i, j] of F(3x3, 4x4), D the 4x4 tile t of
+    dy[img, o] (zero past its edges), in numpy: a gather, then two small-K GEMMs."""
+    k, n_out = dy.shape[0], dy.shape[1]
+    tiles = dst.shape[2]
+    flat = dy.reshape(k, n_out, -1)
+    zero = np.zeros((k, n_out, 1), dy.dtype)
+    idx = np.where(dst < 0, flat.shape[2], dst)                       # (4, 4, tiles)
+    d = np.concatenate([flat, zero], axis=2)[:, :, idx]               # (k, O, 4, 4, tiles)
+    d = d.transpose(2, 3, 1, 0, 4).reshape(4, 4, n_out * k * tiles)   # (u, v, O*k*tiles)
+    g = _G4.astype(dy.dtype)
+    e = np.matmul(g, d.transpose(1, 0, 2))                             # (v, i, n): sum_u
+    np.matmul(g, e.transpose(1, 0, 2),                                 # (i, j, n): sum_v
+              out=ud.reshape(_N, _N, n_out * k * tiles))
+
+
+def conv_winograd_wgrad(x, dy, ph, pw, buffer, run_blocks, nw, r=_R):
     """The weight gradient sum_n corr(x_n padded by (ph, pw), dy_n) of a 5x5 stride-1
     convolution, (O, C, 5, 5) in float64, by F(5x5, 2x2): each 6x6 input tile (the forward's
     tiles and transform) against the 2x2 tile of dy at the same place; the 36 products summed
@@ -473,7 +505,8 @@ def conv_winograd_wgrad(x, dy, ph, pw, buffer, run_blocks, nw):
     and A^T M A, once, gives the 5x5 filters' gradient."""
     n, c, h, w = x.shape
     o = dy.shape[1]
-    oh, ow, th, tw, s, src, dst = _plan(h, w, ph, pw)
+    mt = _tile(r)
+    oh, ow, th, tw, s, src, dst = _plan(h, w, ph, pw, r)
     tiles = th * tw
     k = max(1, min(n, -(-_MIN_TILES // tiles)))
     dt = x.dtype
@@ -481,19 +514,23 @@ def conv_winograd_wgrad(x, dy, ph, pw, buffer, run_blocks, nw):
     def work(n0, n1):
         acc = np.zeros((_N * _N, o, c), np.float64)
         part = buffer("wino_w", (_N * _N, o, c), dt)
-        d = buffer("wino_d", (_N, 2 * s), dt)
+        d = buffer("wino_d", (_N, mt * s), dt)
         for a in range(n0, n1, k):
             b = min(n1, a + k)
             ks, kt = (b - a) * s, (b - a) * tiles
-            r = buffer("wino_r", (2, 6, c * ks + 2 * tw), dt)
-            r[:, :, c * ks:] = 0
+            rows = buffer("wino_r", (mt, 6, c * ks + 2 * tw), dt)
+            rows[:, :, c * ks:] = 0
             v = buffer("wino_v", (_N * _N, c, kt), dt)
             ud = buffer("wino_m", (_N * _N, o, kt), dt)
-            _transform_in(x[a:b], src, s, tw, v, d, r)
-            _transform_dy(dy[a:b], dst, ud, buffer("wino_dd", (4, o * kt), dt),
-                          buffer("wino_e", (2, 6, o * kt), dt))
+            _transform_in(x[a:b], src, s, tw, v, d, rows)
+            if r == _R:
+                _transform_dy(dy[a:b], dst, ud, buffer("wino_dd", (4, o * kt), dt),
+                              buffer("wino_e", (2, 6, o * kt), dt))
+            else:
+                _dy_tiles_3(dy[a:b], dst, ud)
             np.matmul(ud, v.transpose(0, 2, 1), out=part)
             acc += part
         return acc
     m = sum(run_blocks(work, n, nw)).reshape(_N, _N, o, c).transpose(2, 3, 0, 1)
-    return np.matmul(np.matmul(_A5.T, m), _A5)
+    a_mat = _A5 if r == _R else _A3
+    return np.matmul(np.matmul(a_mat.T, m), a_mat)
