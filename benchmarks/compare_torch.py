@@ -16,6 +16,8 @@ benchmarks/train_speed.py):
   caffenet       models_zoo/bvlc_reference_caffenet/deploy.yaml, forward only, batch 10, 3x227x227
   googlenet      models_zoo/bvlc_googlenet/deploy.yaml, forward only, batch 10, 3x224x224
                  (not in the default list)
+  resnet50       configs/resnet50/resnet50_deploy.yaml, forward only, batch 10, 3x224x224
+                 (not in the default list)
   caffenet_train models_zoo/bvlc_reference_caffenet/train_val.yaml, TRAIN step, batch 16,
                  3x227x227 (not in the default list: about a minute more)
 
@@ -76,6 +78,8 @@ NETS = {
                      batch=10, channels=3, size=227, classes=1000, label="CaffeNet forward"),
     "googlenet": dict(path="models_zoo/bvlc_googlenet/deploy.yaml", mode="forward",
                       batch=10, channels=3, size=224, classes=1000, label="GoogLeNet forward"),
+    "resnet50": dict(path="configs/resnet50/resnet50_deploy.yaml", mode="forward", batch=10,
+                     channels=3, size=224, classes=1000, label="ResNet-50 forward"),
     "caffenet_train": dict(path="models_zoo/bvlc_reference_caffenet/train_val.yaml",
                            mode="train", batch=16, channels=3, size=227, classes=1000,
                            label="CaffeNet train", check64=True),
@@ -208,6 +212,18 @@ def build_torch_net(layers, shapes, mode):
     from torch import nn
     import torch.nn.functional as F
 
+    class ChannelAffine(nn.Module):
+        """Caffe's Scale over axis 1 (one factor, and a bias, per channel)."""
+
+        def __init__(self, c, bias):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(c))
+            self.bias = nn.Parameter(torch.zeros(c)) if bias else None
+
+        def forward(self, x):
+            y = x * self.weight.view(1, -1, 1, 1)
+            return y + self.bias.view(1, -1, 1, 1) if self.bias is not None else y
+
     class CaffeNetInTorch(nn.Module):
         """Runs the Caffe layers in file order over a dict of named blobs (in-place tops too)."""
 
@@ -216,6 +232,7 @@ def build_torch_net(layers, shapes, mode):
             self.mods = nn.ModuleDict()
             self.ops = []            # (type, module key, bottoms, tops, extra)
             self.param_map = []      # (layer name, blob index, torch parameter, transpose)
+            self.stats_map = []      # (BatchNorm layer name, nn.BatchNorm2d): its statistics
             self.lr_mult = {}        # id(torch parameter) -> (lr_mult, decay_mult)
             for lp in layers:
                 self._add(lp)
@@ -266,6 +283,24 @@ def build_torch_net(layers, shapes, mode):
                 mod = nn.LeakyReLU(slope, inplace=inplace) if slope else nn.ReLU(inplace=inplace)
             elif t == "Dropout":
                 mod = nn.Dropout(lp.dropout_param.dropout_ratio)
+            elif t == "BatchNorm":
+                if not lp.batch_norm_param.use_global_stats:
+                    raise SystemExit(f"{name}: BatchNorm with batch statistics is not translated")
+                mod = nn.BatchNorm2d(shapes[bottoms[0]][1], eps=lp.batch_norm_param.eps,
+                                     affine=False)
+                mod.eval()
+                self.stats_map.append((lp.name, mod))
+            elif t == "Scale":
+                c = shapes[bottoms[0]][1]
+                mod = ChannelAffine(c, lp.scale_param.bias_term)
+                self._params(lp, mod, transpose=False)
+            elif t == "Eltwise":
+                ep = lp.eltwise_param
+                if ep.operation not in ("SUM", 1) or len(ep.coeff):
+                    raise SystemExit(f"{name}: only Eltwise SUM without coefficients is "
+                                     "translated")
+                self.ops.append(("Eltwise", None, bottoms, tops, None))
+                return
             elif t == "LRN":
                 lr = lp.lrn_param
                 if lr.norm_region != "ACROSS_CHANNELS":
@@ -306,6 +341,12 @@ def build_torch_net(layers, shapes, mode):
                 if t == "Concat":
                     blobs[tops[0]] = torch.cat([blobs[b] for b in bottoms], dim=extra)
                     continue
+                if t == "Eltwise":
+                    y = blobs[bottoms[0]]
+                    for b in bottoms[1:]:
+                        y = y + blobs[b]
+                    blobs[tops[0]] = y
+                    continue
                 if t == "InnerProduct":
                     y = self.mods[key](x.flatten(extra))
                 elif t == "Softmax":
@@ -330,6 +371,9 @@ def torch_fill(model, layers, seed):
     with torch.no_grad():
         for lname, j, p, _ in model.param_map:
             lp = fillers[lname]
+            if lp.type == "Scale":
+                p.fill_(1.0 if j == 0 else 0.0)
+                continue
             param = lp.convolution_param if lp.type == "Convolution" else lp.inner_product_param
             f = param.weight_filler if j == 0 else param.bias_filler
             fan_in = p[0].numel() if j == 0 else 1
@@ -371,8 +415,21 @@ def build_caffeish(spec):
     import caffeish
     net = caffeish.Net(str(REPO / spec["path"]), phase="TEST", seed=1)
     rng = np.random.default_rng(1)
-    for blobs in net.params.values():     # a deploy file has no fillers: He-normal weights
-        w = blobs[0]
+    for lname, layer in net.layer_dict.items():   # a deploy file has no fillers
+        blobs = layer.blobs
+        if not blobs:
+            continue
+        if layer.type == "BatchNorm":             # plausible stored statistics
+            blobs[0].data[...] = rng.normal(0, 0.1, blobs[0].shape)
+            blobs[1].data[...] = rng.uniform(0.5, 1.5, blobs[1].shape)
+            blobs[2].data[...] = 1
+            continue
+        if layer.type == "Scale":
+            blobs[0].data[...] = rng.normal(1, 0.1, blobs[0].shape)
+            for b in blobs[1:]:
+                b.data[...] = rng.normal(0, 0.1, b.shape)
+            continue
+        w = blobs[0]                              # He-normal weights
         w.data[...] = rng.normal(0, math.sqrt(2 / (w.count // w.shape[0])), w.shape)
         for b in blobs[1:]:
             b.data[...] = rng.normal(0, 0.01, b.shape)
@@ -502,6 +559,11 @@ def copy_weights(net, model):
         for lname, j, p, tr in model.param_map:
             a = net.params[lname][j].data
             p.copy_(torch.tensor(a.T if tr else a.reshape(tuple(p.shape))))
+        for lname, mod in getattr(model, "stats_map", []):
+            mean, var, factor = (b.data for b in net.layer_dict[lname].blobs)
+            f = 0.0 if factor[0] == 0 else 1.0 / float(factor[0])   # Caffe's scale factor
+            mod.running_mean.copy_(torch.tensor(mean * f))
+            mod.running_var.copy_(torch.tensor(var * f))
 
 
 # --- timing -----------------------------------------------------------------------------------
