@@ -22,6 +22,9 @@ if ls .whl/*.whl > /dev/null 2>&1; then
 else
     export PYTHONPATH=$PWD
 fi
+# the console scripts (caffeish, convert_imageset, ...) for the tests that run them
+python3 -m pip install -q --no-index --no-deps --no-build-isolation -e . \
+    || echo "note: no editable install; the package is used from PYTHONPATH"
 {
     nvidia-smi || true
     python3 -c "import sys, numpy, numba, numba.cuda as c; print(sys.version); print('numpy', numpy.__version__, 'numba', numba.__version__, 'cuda available', c.is_available())"
