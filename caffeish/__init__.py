@@ -32,6 +32,7 @@ from .errors import CaffeishError, ConfigError, DataError, FormatError, ShapeErr
 from .net import Net, set_random_seed  # noqa: E402,F401
 from .net_spec import NetSpec  # noqa: E402,F401
 from .classifier import Classifier  # noqa: E402,F401
+from .detector import Detector  # noqa: E402,F401
 from . import io  # noqa: E402,F401  (caffeish.io.Transformer, load_image, ... as caffe.io)
 from .solvers import Solver, get_solver  # noqa: E402,F401
 from .solvers.adaptive import (AdaDeltaSolver, AdaGradSolver, AdamSolver,  # noqa: E402,F401
