@@ -20,29 +20,37 @@ import numpy as np
 from .errors import DataError
 from .net import Net
 
-__all__ = ["Classifier"]
+__all__ = ["Classifier", "ImageNetBase"]
 
 
-class Classifier(Net):
-    def __init__(self, model_file, pretrained_file, image_dims=None, mean=None,
-                 input_scale=None, raw_scale=None, channel_swap=None):
+class ImageNetBase(Net):
+    """A TEST net with weights and a Transformer for its first input (transpose to K x H x W,
+    then ``mean``, ``input_scale``, ``raw_scale``, ``channel_swap`` where given): what
+    Classifier and Detector share."""
+
+    def __init__(self, model_file, pretrained_file, mean=None, input_scale=None,
+                 raw_scale=None, channel_swap=None):
         from .io.pycaffe import Transformer
 
         super().__init__(model_file, phase="TEST", weights=pretrained_file)
         if not self.inputs:
-            raise DataError(f"Classifier: net '{self.name}' has no inputs (an Input layer or "
-                            "input: fields, as in a deploy net)")
+            raise DataError(f"{type(self).__name__}: net '{self.name}' has no inputs (an Input "
+                            "layer or input: fields, as in a deploy net)")
         in_ = self.inputs[0]
-        self.transformer = Transformer({in_: self.blobs[in_].shape})
-        self.transformer.set_transpose(in_, (2, 0, 1))
-        if mean is not None:
-            self.transformer.set_mean(in_, mean)
-        if input_scale is not None:
-            self.transformer.set_input_scale(in_, input_scale)
-        if raw_scale is not None:
-            self.transformer.set_raw_scale(in_, raw_scale)
-        if channel_swap is not None:
-            self.transformer.set_channel_swap(in_, channel_swap)
+        t = self.transformer = Transformer({in_: self.blobs[in_].shape})
+        t.set_transpose(in_, (2, 0, 1))
+        for value, setter in ((mean, t.set_mean), (input_scale, t.set_input_scale),
+                              (raw_scale, t.set_raw_scale), (channel_swap, t.set_channel_swap)):
+            if value is not None:
+                setter(in_, value)
+
+
+class Classifier(ImageNetBase):
+    def __init__(self, model_file, pretrained_file, image_dims=None, mean=None,
+                 input_scale=None, raw_scale=None, channel_swap=None):
+        super().__init__(model_file, pretrained_file, mean, input_scale, raw_scale,
+                         channel_swap)
+        in_ = self.inputs[0]
         self.crop_dims = np.array(self.blobs[in_].shape[2:])
         self.image_dims = np.array(image_dims if image_dims is not None else self.crop_dims)
         if (self.image_dims < self.crop_dims).any():

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .classifier import ImageNetBase
 from .errors import DataError
-from .net import Net
 
 __all__ = ["Detector"]
 
@@ -32,26 +32,11 @@ def _round(v) -> int:
     return int(np.round(v))
 
 
-class Detector(Net):
+class Detector(ImageNetBase):
     def __init__(self, model_file, pretrained_file, mean=None, input_scale=None,
                  raw_scale=None, channel_swap=None, context_pad=None):
-        from .io.pycaffe import Transformer
-
-        super().__init__(model_file, phase="TEST", weights=pretrained_file)
-        if not self.inputs:
-            raise DataError(f"Detector: net '{self.name}' has no inputs (an Input layer or "
-                            "input: fields, as in a deploy net)")
-        in_ = self.inputs[0]
-        self.transformer = Transformer({in_: self.blobs[in_].shape})
-        self.transformer.set_transpose(in_, (2, 0, 1))
-        if mean is not None:
-            self.transformer.set_mean(in_, mean)
-        if input_scale is not None:
-            self.transformer.set_input_scale(in_, input_scale)
-        if raw_scale is not None:
-            self.transformer.set_raw_scale(in_, raw_scale)
-        if channel_swap is not None:
-            self.transformer.set_channel_swap(in_, channel_swap)
+        super().__init__(model_file, pretrained_file, mean, input_scale, raw_scale,
+                         channel_swap)
         self.configure_crop(context_pad)
 
     def configure_crop(self, context_pad):
