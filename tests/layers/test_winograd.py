@@ -41,38 +41,40 @@ def test_matrices_compute_the_correlation_exactly(m, r):
         assert y == [sum(gv[k] * dv[j + k] for k in range(r)) for j in range(m)]
 
 
-def test_hand_written_transforms_are_the_matrices():
+@pytest.mark.parametrize("m,r", [(2, 5), (4, 3)], ids=["F(2x2,5x5)", "F(4x4,3x3)"])
+def test_hand_written_transforms_are_the_matrices(m, r):
+    """One 6x6 input tile (a 6x6 image, no padding) gives one m x m output tile."""
     at, g, bt = (np.array([[float(v) for v in row] for row in mat])
-                 for mat in W.winograd_matrices(2, 5, (0, 1, -1, 2, -2)))
-    rng = np.random.default_rng(0)
-    # one 6x6 input tile: a 6x6 image, no padding -> a 2x2 output, one tile
+                 for mat in W.winograd_matrices(m, r, (0, 1, -1, 2, -2)))
+    rng = np.random.default_rng(r)
     x = rng.standard_normal((1, 2, 6, 6))
-    oh, ow, th, tw, s, src, dst = W._plan(6, 6, 0, 0)
-    assert (th, tw, s) == (1, 1, 3)
+    oh, ow, th, tw, s, src, dst = W._plan(6, 6, 0, 0, r)
+    assert (oh, ow, th, tw) == (m, m, 1, 1) and s == 1 + 5 // m
     v = np.full((36, 2, 1), np.nan)
-    r = np.zeros((2, 6, 2 * s + 2 * tw))
-    W._transform_in(x, src, s, tw, v, np.empty((6, 2 * s)), r)
+    rows = np.zeros((m, 6, 2 * s + 2 * tw))
+    W._transform_in(x, src, s, tw, v, np.empty((6, m * s)), rows)
     for c in range(2):
         np.testing.assert_allclose(v[:, c, 0], (bt @ x[0, c] @ bt.T).ravel(), atol=1e-12)
-    m = rng.standard_normal((36, 3, 1))
-    y = np.full((1, 3, 2, 2), np.nan)
+    mm = rng.standard_normal((36, 3, 1))
+    y = np.full((1, 3, m, m), np.nan)
     bias = np.array([0.5, -1.0, 2.0])
-    W._transform_out(m, bias, dst, y, np.empty((2, 6, 3)), np.empty((2, 2, 3)))
+    W._transform_out(mm, bias, dst, y, np.empty((m, 6, 3)), np.empty((m, m, 3)))
     for o in range(3):
-        np.testing.assert_allclose(y[0, o], at @ m[:, o, 0].reshape(6, 6) @ at.T + bias[o],
+        np.testing.assert_allclose(y[0, o], at @ mm[:, o, 0].reshape(6, 6) @ at.T + bias[o],
                                    atol=1e-12)
-    # F(5x5, 2x2)'s transform of a 2x2 top-gradient tile: G2 D G2^T
-    g2 = np.array([[float(v) for v in row] for row in W.winograd_matrices(5, 2, W._POINTS)[1]])
-    dy = rng.standard_normal((1, 3, 2, 2))
-    ud = np.full((36, 3, 1), np.nan)
-    W._transform_dy(dy, dst, ud, np.empty((4, 3)), np.empty((2, 6, 3)))
-    for o in range(3):
-        np.testing.assert_allclose(ud[:, o, 0], (g2 @ dy[0, o] @ g2.T).ravel(), atol=1e-12)
-    # the filter transform
-    w = rng.standard_normal((3, 2, 5, 5))
+    w = rng.standard_normal((3, 2, r, r))
     u = W.filter_transform(w, np.float64)
     assert u.shape == (36, 3, 2)
     np.testing.assert_allclose(u[:, 1, 0], (g @ w[1, 0] @ g.T).ravel(), atol=1e-12)
+    if r == 5:      # F(5x5, 2x2)'s transform of a 2x2 top-gradient tile: G2 D G2^T
+        g2 = np.array([[float(v) for v in row]
+                       for row in W.winograd_matrices(5, 2, W._POINTS)[1]])
+        dy = rng.standard_normal((1, 3, 2, 2))
+        ud = np.full((36, 3, 1), np.nan)
+        W._transform_dy(dy, dst, ud, np.empty((4, 3)), np.empty((2, 6, 3)))
+        for o in range(3):
+            np.testing.assert_allclose(ud[:, o, 0], (g2 @ dy[0, o] @ g2.T).ravel(),
+                                       atol=1e-12)
 
 
 # (N, C, H, W, O, ph, pw): one image per GEMM block (>= 64 tiles) and several (small images),
@@ -118,30 +120,6 @@ def test_conv_winograd_3x3_vs_direct(shape, nw):
                         _buffer, run_blocks, nw, r=3)
         err = np.abs(y - want).max() / np.abs(want).max()
         assert err < tol, (dt, err)
-
-
-def test_3x3_transforms_are_the_matrices():
-    at, g, bt = (np.array([[float(v) for v in row] for row in mat])
-                 for mat in W.winograd_matrices(4, 3, (0, 1, -1, 2, -2)))
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((1, 2, 6, 6))           # one tile, no padding: a 4x4 output
-    oh, ow, th, tw, s, src, dst = W._plan(6, 6, 0, 0, 3)
-    assert (oh, ow, th, tw, s) == (4, 4, 1, 1, 2)
-    v = np.full((36, 2, 1), np.nan)
-    r = np.zeros((4, 6, 2 * s + 2 * tw))
-    W._transform_in(x, src, s, tw, v, np.empty((6, 4 * s)), r)
-    for c in range(2):
-        np.testing.assert_allclose(v[:, c, 0], (bt @ x[0, c] @ bt.T).ravel(), atol=1e-12)
-    m = rng.standard_normal((36, 3, 1))
-    y = np.full((1, 3, 4, 4), np.nan)
-    bias = np.array([0.5, -1.0, 2.0])
-    W._transform_out(m, bias, dst, y, np.empty((4, 6, 3)), np.empty((4, 4, 3)))
-    for o in range(3):
-        np.testing.assert_allclose(y[0, o], at @ m[:, o, 0].reshape(6, 6) @ at.T + bias[o],
-                                   atol=1e-12)
-    w = rng.standard_normal((3, 2, 3, 3))
-    np.testing.assert_allclose(W.filter_transform(w, np.float64)[:, 2, 1],
-                               (g @ w[2, 1] @ g.T).ravel(), atol=1e-12)
 
 
 @pytest.mark.parametrize("pad,size,batch", [(1, 16, 3), (0, 18, 2), (2, 9, 3), (1, 8, 1)])
