@@ -753,9 +753,10 @@ class CropLayer(Layer):
     crop_param.axis (default 2; negative counts from the end); offset: none (0 everywhere), one
     value for every cropped axis, or exactly one per axis from ``axis`` to the last. Top shape:
     bottom[0]'s before ``axis``, bottom[1]'s from ``axis`` on; ``top[i] = bottom0[i + offset]``.
-    Both bottoms need the same number of axes, and (Caffe's check, on every axis, including those
-    before ``axis``) ``bottom0.shape[d] - offset[d] >= bottom1.shape[d]``. Backward pads the top
-    diff with zeros; bottom[1] only gives a shape, so its gradient is zero.
+    Both bottoms need the same number of axes, and on every cropped axis (Caffe checks those
+    only: FCN crops a 21-channel score map to its 3-channel image from axis 2)
+    ``bottom0.shape[d] - offset[d] >= bottom1.shape[d]``. Backward pads the top diff with zeros;
+    bottom[1] only gives a shape, so its gradient is zero.
     """
 
     exact_bottoms = 2
@@ -787,16 +788,17 @@ class CropLayer(Layer):
         offsets, shape = [], []
         for d in range(n):
             off, size = 0, b0.shape[d]
-            if d >= axis:
+            if d >= axis:       # axes before `axis` keep bottom[0]'s size (Caffe checks these only)
                 size = b1.shape[d]
                 if len(offs) == 1:
                     off = offs[0]
                 elif offs:
                     off = offs[d - axis]
-            if b0.shape[d] - off < b1.shape[d]:
-                raise self.shape_error(
-                    f"invalid crop parameters in dimension {d}: bottom[0] {tuple(b0.shape)} "
-                    f"minus offset {off} is smaller than bottom[1] {tuple(b1.shape)}", "offset")
+                if b0.shape[d] - off < b1.shape[d]:
+                    raise self.shape_error(
+                        f"invalid crop parameters in dimension {d}: bottom[0] "
+                        f"{tuple(b0.shape)} minus offset {off} is smaller than bottom[1] "
+                        f"{tuple(b1.shape)}", "offset")
             offsets.append(off)
             shape.append(size)
         top[0].reshape(shape)
