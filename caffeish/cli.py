@@ -180,8 +180,7 @@ def test(model, weights, iterations, gpu, stage, level):
         logger.info(f"Running for {iterations} iterations.")
         sums = {}
         loss = 0.0
-        weights_of = {n: w for names, ws in zip(net.top_name_vecs, net.loss_weights)
-                      for n, w in zip(names, ws)}
+        weights_of = net.blob_loss_weights
         for i in range(iterations):
             net.forward()
             loss += net.last_loss

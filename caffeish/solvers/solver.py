@@ -386,10 +386,7 @@ class Solver:
 
     def _log_outputs(self, net, label, values_list):
         k = 0
-        weights = {}
-        for i, names in enumerate(net.top_name_vecs):
-            for j, n in enumerate(names):
-                weights[n] = net.loss_weights[i][j]
+        weights = net.blob_loss_weights
         out = {}
         for name in net.outputs:
             vals = np.mean([np.asarray(v[name], np.float64) for v in values_list], axis=0)
