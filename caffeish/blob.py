@@ -12,9 +12,9 @@ copied across lazily when the other side asks for it:
 """
 from __future__ import annotations
 
-import numpy as np
-
 import math
+
+import numpy as np
 
 from .backend import get_backend
 from .errors import AllocationError, ShapeError, is_allocation_failure, size_text

@@ -444,14 +444,16 @@ class Net:
     def _blob_names(self) -> list[str]:
         return list(self.blobs)
 
+    def _blob_ids(self, names) -> list[int]:
+        index = {name: k for k, name in enumerate(self.blobs)}
+        return [index[n] for n in names]
+
     def _top_ids(self, i: int) -> list[int]:
         """Indices into ``_blob_names`` of layer ``i``'s tops (pycaffe's)."""
-        index = {name: k for k, name in enumerate(self.blobs)}
-        return [index[n] for n in self.top_name_vecs[i]]
+        return self._blob_ids(self.top_name_vecs[i])
 
     def _bottom_ids(self, i: int) -> list[int]:
-        index = {name: k for k, name in enumerate(self.blobs)}
-        return [index[n] for n in self.bottom_name_vecs[i]]
+        return self._blob_ids(self.bottom_name_vecs[i])
 
     # pycaffe's per-layer hooks: fn(i) runs before/after layer i's forward or backward
     def _add_hook(self, kind, fn):

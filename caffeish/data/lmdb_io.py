@@ -9,7 +9,6 @@ DataLayer and can be placed at any record index for an exact resume.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import lmdb
@@ -18,7 +17,6 @@ from ..errors import DataError
 from .db_base import CursorBase, ReaderBase, SharedHandles, WriterBase
 from .db_base import as_key as _as_key
 
-log = logging.getLogger("caffeish.data")
 
 COMMIT_EVERY = 1000
 DEFAULT_MAP_SIZE = 1 << 30

@@ -466,7 +466,7 @@ class _ImageListSource:
         item = self.peek()
         self.position += 1
         if self.position >= len(self.lines):
-            from ..data.lmdb_io import log
+            from ..data.db_base import log
             log.info("Restarting data prefetching from start.")
             self.position = 0
             if self.shuffle:
@@ -553,8 +553,9 @@ class ImageDataLayer(_PrefetchingDataLayer):
             raise self.data_error(str(e), "source") from None
         order_rng = np.random.default_rng(int(self.rng.integers(0, 2**63)))
         src = _ImageListSource(
-            lines, self._root_prefix(p.root_folder, search), new_h, new_w, bool(p.is_color), None, self.batch_size,
-            self.dtype, bool(p.shuffle), order_rng, self.describe(), found)
+            lines, self._root_prefix(p.root_folder, search), new_h, new_w, bool(p.is_color),
+            None, self.batch_size, self.dtype, bool(p.shuffle), order_rng, self.describe(),
+            found)
         if p.rand_skip:
             skip = int(self.rng.integers(0, int(p.rand_skip)))
             if skip >= len(lines):

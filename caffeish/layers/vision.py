@@ -70,16 +70,17 @@ class _ConvGeometry(Layer):
         """Per-axis values as (H, W), (D, H, W) for 3-D, or (fill, W) for 1-D."""
         return (fill, v[0]) if self.num_spatial == 1 else tuple(v)
 
-    def _geometry(self, out_sp, vol=None):
+    def _geometry(self, out_sp):
         """The im2col geometry producing ``out_sp`` (normalized) output positions: the 2-D
-        tuple (kh, kw, sh, sw, ph, pw, dh, dw, oh, ow), or for 3-D a Geom3D on scratch ``vol``."""
+        tuple (kh, kw, sh, sw, ph, pw, dh, dw, oh, ow), or for 3-D a Geom3D on the layer's
+        scratch ``_vol`` (see _vol_blob)."""
         k, st = self._norm(self.kernel, 1), self._norm(self.stride, 1)
         pd, dl = self._norm(self.pad, 0), self._norm(self.dilation, 1)
         g2 = (k[-2], k[-1], st[-2], st[-1], pd[-2], pd[-1], dl[-2], dl[-1], out_sp[-2],
               out_sp[-1])
         if self.num_spatial != 3:
             return g2
-        return Geom3D(k[0], st[0], pd[0], dl[0], out_sp[0], g2, vol)
+        return Geom3D(k[0], st[0], pd[0], dl[0], out_sp[0], g2, self._vol.dev_data)
 
     def _vol_blob(self, images, chans, out_sp, in_sp):
         """3-D only: scratch for the depth-gathered input of ``images`` volumes of ``chans``
@@ -234,7 +235,7 @@ class ConvolutionLayer(_ConvGeometry):
         return blob_array.reshape(self.num, c, *self.in_sp)
 
     def _geom(self):
-        return self._geometry(self.out_sp, self._vol.dev_data if self._vol else None)
+        return self._geometry(self.out_sp)
 
     def _weights(self, arr):
         g = self.group
@@ -488,7 +489,7 @@ class DeconvolutionLayer(ConvolutionLayer):
 
     def _deconv_geom(self):
         """im2col/col2im geometry of the convolution whose input is our top."""
-        return self._geometry(self.in_sp, self._vol.dev_data if self._vol else None)
+        return self._geometry(self.in_sp)
 
     def _bufs(self, m):
         """Columns (K, m), bottom in channel-major layout (C, m), and their group views."""
@@ -595,7 +596,7 @@ class Im2colLayer(_ConvGeometry):
         self.in_sp, self.out_sp = in_sp, out_sp
 
     def _geom(self):
-        return self._geometry(self.out_sp, self._vol.dev_data if self._vol else None)
+        return self._geometry(self.out_sp)
 
     def forward(self, bottom, top):
         be = self.backend

@@ -248,7 +248,7 @@ class _WindowSource:
     """
 
     def __init__(self, wf: WindowFile, images_bytes, crop, context_pad, square, mirror, scale,
-                 mean, mean_values, batch_size, fg_fraction, dtype, rng, describe, source):
+                 mean, mean_values, batch_size, num_fg, dtype, rng, describe, source):
         self.wf = wf
         self.images_bytes = images_bytes
         self.channels = wf.images[0].channels
@@ -261,7 +261,7 @@ class _WindowSource:
         self.mean_off = (mean.shape[2] - crop) // 2 if mean is not None else 0
         self.mean_values = mean_values    # C or None
         self.batch_size = batch_size
-        self.num_fg = int(_F32(batch_size) * _F32(fg_fraction))
+        self.num_fg = num_fg
         self.dtype = np.dtype(dtype)
         self.rng = rng
         self.batches = 0
@@ -455,7 +455,7 @@ class WindowDataLayer(_PrefetchingDataLayer):
         rng = np.random.default_rng(int(self.rng.integers(0, 2**63)))
         src = _WindowSource(wf, images_bytes, crop, int(p.context_pad), p.crop_mode == "square",
                             bool(tp.mirror), float(tp.scale), mean, mv, self.batch_size,
-                            float(p.fg_fraction), self.dtype, rng, self.describe(), found)
+                            self.num_fg, self.dtype, rng, self.describe(), found)
         self._item_shape = (channels, crop, crop)
         self._start_prefetch(src, self._prefetch_depth())
 

@@ -166,20 +166,27 @@ WGRAD_SHAPES = [(1, 16, 16, 16, 16, 2, 2), (6, 16, 16, 17, 17, 2, 1), (5, 17, 15
                 (2, 16, 20, 20, 16, 0, 0), (7, 16, 8, 9, 16, 2, 2), (30, 16, 12, 12, 20, 0, 0)]
 
 
-@pytest.mark.parametrize("shape", WGRAD_SHAPES, ids=[str(s) for s in WGRAD_SHAPES])
-@pytest.mark.parametrize("nw", [1, 2])
-def test_conv_winograd_wgrad_vs_direct(shape, nw):
+def check_wgrad(shape, nw, r, seed, tol32):
+    """conv_winograd_wgrad with r x r filters against wgrad_direct, float64 and float32."""
     n, c, h, wd, o, ph, pw = shape
-    rng = np.random.default_rng(sum(shape) + 1)
+    rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, wd))
-    dy = rng.standard_normal((n, o, h + 2 * ph - 4, wd + 2 * pw - 4))
-    assert W.eligible(x.shape, o, (5, 5, 1, 1, ph, pw, 1, 1) + dy.shape[2:], 1)
-    want = wgrad_direct(x, dy, ph, pw)
-    for dt, tol in ((np.float64, 1e-12), (np.float32, 3e-5)):
-        got = W.conv_winograd_wgrad(x.astype(dt), dy.astype(dt), ph, pw, _buffer, run_blocks, nw)
+    dy = rng.standard_normal((n, o, h + 2 * ph - (r - 1), wd + 2 * pw - (r - 1)))
+    if r == 5:      # the 5x5 shapes are all ones conv_ops would send here
+        assert W.eligible(x.shape, o, (r, r, 1, 1, ph, pw, 1, 1) + dy.shape[2:], 1)
+    want = wgrad_direct(x, dy, ph, pw, r)
+    for dt, tol in ((np.float64, 1e-12), (np.float32, tol32)):
+        got = W.conv_winograd_wgrad(x.astype(dt), dy.astype(dt), ph, pw, _buffer, run_blocks,
+                                    nw, r=r)
         assert got.shape == want.shape
         err = np.abs(got - want).max() / np.abs(want).max()
         assert err < tol, (dt, err)
+
+
+@pytest.mark.parametrize("shape", WGRAD_SHAPES, ids=[str(s) for s in WGRAD_SHAPES])
+@pytest.mark.parametrize("nw", [1, 2])
+def test_conv_winograd_wgrad_vs_direct(shape, nw):
+    check_wgrad(shape, nw, 5, sum(shape) + 1, 3e-5)
 
 
 WGRAD3_SHAPES = [(2, 16, 16, 16, 16, 1, 1), (3, 17, 13, 18, 16, 0, 0), (5, 16, 9, 9, 20, 2, 2),
@@ -190,17 +197,7 @@ WGRAD3_SHAPES = [(2, 16, 16, 16, 16, 1, 1), (3, 17, 13, 18, 16, 0, 0), (5, 16, 9
 @pytest.mark.parametrize("nw", [1, 2])
 def test_conv_winograd_wgrad_3x3_vs_direct(shape, nw):
     """F(3x3, 4x4): 4x4 tiles of dy against the forward's 6x6 input tiles."""
-    n, c, h, wd, o, ph, pw = shape
-    rng = np.random.default_rng(sum(shape) + 2)
-    x = rng.standard_normal((n, c, h, wd))
-    dy = rng.standard_normal((n, o, h + 2 * ph - 2, wd + 2 * pw - 2))
-    want = wgrad_direct(x, dy, ph, pw, r=3)
-    for dt, tol in ((np.float64, 1e-12), (np.float32, 2e-5)):
-        got = W.conv_winograd_wgrad(x.astype(dt), dy.astype(dt), ph, pw, _buffer, run_blocks,
-                                    nw, r=3)
-        assert got.shape == want.shape
-        err = np.abs(got - want).max() / np.abs(want).max()
-        assert err < tol, (dt, err)
+    check_wgrad(shape, nw, 3, sum(shape) + 2, 2e-5)
 
 
 def test_3x3_weight_gradient_through_winograd_in_a_layer(monkeypatch):

@@ -84,25 +84,31 @@ def winograd_matrices(m: int, r: int, points) -> tuple:
     return at, g, bt
 
 
-_G = np.array([[float(v) for v in row] for row in winograd_matrices(_M, _R, _POINTS)[1]])
-# 3x3 filters: F(4x4, 3x3) on the same 6x6 tiles (the same points, so the same B^T); 36
-# multiplications per 16 outputs where im2col does 144
-_G3 = np.array([[float(v) for v in row] for row in winograd_matrices(4, 3, _POINTS)[1]])
-assert winograd_matrices(4, 3, _POINTS)[2] == winograd_matrices(_M, _R, _POINTS)[2]
+def _floats(mat) -> np.ndarray:
+    return np.array([[float(v) for v in row] for row in mat])
+
+
+def _on_our_tiles(m: int, r: int):
+    """(A^T, G) of F(m, r) as floats, checking that its B^T is the shared 6x6 input transform:
+    every transform here reads the same tiles."""
+    at, g, bt = winograd_matrices(m, r, _POINTS)
+    assert bt == _BT and len(bt) == _N
+    return _floats(at), _floats(g)
+
+
+_BT = winograd_matrices(_M, _R, _POINTS)[2]
+_G = _on_our_tiles(_M, _R)[1]           # 5x5 filters: F(2x2, 5x5)
+# 3x3 filters: F(4x4, 3x3), 36 multiplications per 16 outputs where im2col does 144
+_G3 = _on_our_tiles(4, 3)[1]
+# weight gradients: F(5x5, 2x2) against 2x2 tiles of dy, F(3x3, 4x4) against 4x4 tiles
+_A5 = _on_our_tiles(_R, _M)[0].T        # (6, 5)
+_AT3, _G4 = _on_our_tiles(3, 4)
+_A3 = _AT3.T                            # (6, 3)
 
 
 def _tile(r: int) -> int:
     """Output tile side of the F(m x m, r x r) used for r x r filters: 2 for 5x5, 4 for 3x3."""
     return _N - r + 1
-# the weight gradient is F(5x5, 2x2) on the same 6x6 input tiles: its B^T is the same matrix
-_AT5, _G2, _BT5 = winograd_matrices(_R, _M, _POINTS)
-assert _BT5 == winograd_matrices(_M, _R, _POINTS)[2]
-_A5 = np.array([[float(v) for v in row] for row in _AT5]).T        # (6, 5)
-# 3x3 filters' weight gradient: F(3x3, 4x4) on the same tiles, against 4x4 tiles of dy
-_AT3, _G4, _BT3 = winograd_matrices(3, 4, _POINTS)
-assert _BT3 == _BT5
-_A3 = np.array([[float(v) for v in row] for row in _AT3]).T        # (6, 3)
-_G4 = np.array([[float(v) for v in row] for row in _G4])           # (6, 4)
 
 
 def eligible(x_shape, n_out: int, geom, group: int) -> bool:
