@@ -88,6 +88,65 @@ class SyncedArray:
         return self._head == _DEV
 
 
+class SyncedSlice:
+    """``count`` values at ``offset`` of a parent SyncedArray, with SyncedArray's interface.
+
+    The parent holds the sync state, so the slice and every other slice of the parent agree on
+    where the newest values are: writing one slice on the host makes the whole parent host-newest
+    (its next device read copies all of it). The solver packs the learnable parameters this way
+    (``caffeish.param_buffers``) so that one kernel can update all of them."""
+
+    __slots__ = ("parent", "offset", "count", "dtype", "_hview", "_dev_of", "_dview", "_views")
+
+    def __init__(self, parent: SyncedArray, offset: int, count: int):
+        self.parent = parent
+        self.offset = int(offset)
+        self.count = int(count)
+        self.dtype = parent.dtype
+        self._hview = None      # the host slice (the parent's host array never changes)
+        self._dev_of = None     # the parent device array the cached device views belong to
+        self._dview = None
+        self._views = {}
+
+    def _host_slice(self, host):
+        if self._hview is None or self._hview.base is not host:
+            self._hview = host[self.offset:self.offset + self.count]
+        return self._hview
+
+    def host(self) -> np.ndarray:
+        return self._host_slice(self.parent.host())
+
+    def host_readonly(self) -> np.ndarray:
+        return self._host_slice(self.parent.host_readonly())
+
+    def _device_slice(self, be):
+        dev = self.parent.device(be)
+        if dev is not self._dev_of:
+            self._dev_of = dev
+            self._dview = dev[self.offset:self.offset + self.count]
+            self._views = {}
+        return self._dview
+
+    def device(self, be):
+        return self._device_slice(be)
+
+    def device_view(self, be, shape):
+        dev = self._device_slice(be)
+        v = self._views.get(shape)
+        if v is None:
+            v = self._views[shape] = be.view(dev, shape)
+        return v
+
+    def drop_device(self):
+        self.parent.drop_device()
+        self._dev_of = self._dview = None
+        self._views = {}
+
+    @property
+    def on_device(self) -> bool:
+        return self.parent.on_device
+
+
 class Blob:
     """data + diff of one shape and dtype (float32 by default), C-contiguous.
 
@@ -265,6 +324,20 @@ class Blob:
         if other.count != self.count:
             raise ShapeError(f"cannot share diff of {other.shape_string} with {self.shape_string}")
         self._gmem = other._diff_mem()
+
+    def adopt_storage(self, data, diff):
+        """Use ``data`` and ``diff`` (SyncedArray or SyncedSlice of this blob's count; diff None:
+        a fresh one on first use) as this blob's storage, keeping the shape; nothing is copied."""
+        for mem in (data, diff):
+            if mem is not None and (mem.count != self._count or mem.dtype != self.dtype):
+                raise ShapeError(f"blob '{self.name}': storage of {mem.count} {mem.dtype} values "
+                                 f"cannot hold {self.shape_string} {self.dtype}")
+        self._dmem, self._gmem = data, diff
+
+    @property
+    def diff_storage(self):
+        """The storage object behind ``diff`` (created on first use)."""
+        return self._diff_mem()
 
     def shares_data_with(self, other: "Blob") -> bool:
         return self._dmem is other._dmem

@@ -50,6 +50,11 @@ class NesterovSolver(_AdaptiveSolver):
     h' = momentum * h + local_rate * grad;  update = (1 + momentum) * h' - momentum * h.
     """
 
+    fused_rule = "Nesterov"
+
+    def fused_hyper(self, rate):
+        return self.param.momentum, 0.0, 0.0, 1.0
+
     def compute_update_value(self, i, rate):
         diff, (h,), t = self._flat(i)
         get_backend().nesterov_update(diff, h, t(self.param.momentum),
@@ -68,6 +73,11 @@ class AdaGradSolver(_AdaptiveSolver):
         if self.param.momentum != 0:
             raise self._config_error("momentum", f"momentum cannot be used with AdaGrad (got "
                                      f"{self.param.momentum:g}); remove it")
+
+    fused_rule = "AdaGrad"
+
+    def fused_hyper(self, rate):
+        return self.param.delta, 0.0, 0.0, 1.0
 
     def compute_update_value(self, i, rate):
         diff, (h,), t = self._flat(i)
@@ -92,6 +102,11 @@ class RMSPropSolver(_AdaptiveSolver):
             raise self._config_error("rms_decay", f"rms_decay should lie between 0 and 1 "
                                      f"(0 <= rms_decay < 1), got {p.rms_decay:g}")
 
+    fused_rule = "RMSProp"
+
+    def fused_hyper(self, rate):
+        return self.param.rms_decay, self.param.delta, 0.0, 1.0
+
     def compute_update_value(self, i, rate):
         diff, (h,), t = self._flat(i)
         get_backend().rmsprop_update(diff, h, t(self.param.rms_decay), t(self.param.delta),
@@ -108,6 +123,11 @@ class AdaDeltaSolver(_AdaptiveSolver):
     """
 
     n_history_sets = 2
+
+    fused_rule = "AdaDelta"
+
+    def fused_hyper(self, rate):
+        return self.param.momentum, self.param.delta, 0.0, 1.0
 
     def compute_update_value(self, i, rate):
         diff, (h, hu), t = self._flat(i)
@@ -137,10 +157,21 @@ class AdamSolver(_AdaptiveSolver):
             if not 0 <= v < 1:
                 raise self._config_error(field, f"{field} ({name}) must lie in [0, 1), got {v:g}")
 
+    fused_rule = "Adam"
+
+    def _correction(self):
+        """Caffe's bias correction of the rate at this step: sqrt(1 - b2^t) / (1 - b1^t)."""
+        b1, b2 = float(self.param.momentum), float(self.param.momentum2)
+        step = self.iter + 1
+        return math.sqrt(1.0 - b2 ** step) / (1.0 - b1 ** step)
+
+    def fused_hyper(self, rate):
+        p = self.param
+        return p.momentum, p.momentum2, p.delta, self._correction()
+
     def compute_update_value(self, i, rate):
         diff, (m, v), t = self._flat(i)
         b1, b2 = float(self.param.momentum), float(self.param.momentum2)
-        step = self.iter + 1
-        correction = t(math.sqrt(1.0 - b2 ** step) / (1.0 - b1 ** step))
+        correction = t(self._correction())
         corrected = t(self._local_rate(i, rate)) * correction
         get_backend().adam_update(diff, m, v, t(b1), t(b2), t(self.param.delta), corrected)

@@ -9,6 +9,11 @@ from .solver import Solver, register_solver
 class SGDSolver(Solver):
     """history = momentum * history + lr * lr_mult * grad;  w -= history."""
 
+    fused_rule = "SGD"
+
+    def fused_hyper(self, rate):
+        return self.param.momentum, 0.0, 0.0, 1.0
+
     def compute_update_value(self, i, rate):
         local_rate = rate * self.net.param_specs[i][0]
         p = self.net.learnable_params[i]

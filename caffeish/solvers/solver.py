@@ -124,6 +124,8 @@ class Solver:
         self.history_blobs = [Blob(p.shape, p.dtype, name=f"history{k}[{j}]")
                               for k in range(self.n_history_sets)
                               for j, p in enumerate(self.net.learnable_params)]
+        self._packed = None
+        self._packing_refused = False
         self.losses = deque(maxlen=max(1, int(param.average_loss)))
         self.smoothed_loss = 0.0
         self.metrics = []
@@ -252,20 +254,21 @@ class Solver:
         the .solverstate's order); writing into them changes the solver's state."""
         return [h.data for h in self.history_blobs]
 
-    def clip_gradients(self):
+    def clip_gradients(self, packed=None):
         clip = self.param.clip_gradients
         if clip < 0:
             return
         be = get_backend()
         params = self.net.learnable_params
-        sumsq = sum(be.sumsq(p.dev_diff) for p in params)
+        diffs = [packed.diff_array(be)] if packed is not None else [p.dev_diff for p in params]
+        sumsq = sum(be.sumsq(d) for d in diffs)
         l2 = math.sqrt(sumsq)
         if l2 > clip:
             scale = clip / l2
             logger.info(f"Gradient clipping: scaling down gradients (L2 norm {l2:g} > {clip:g}) "
                         f"by scale factor {scale:g}")
-            for p in params:
-                be.scal(scale, p.dev_diff)
+            for d in diffs:
+                be.scal(scale, d)
 
     def normalize(self, i):
         if self.param.iter_size > 1:
@@ -285,11 +288,80 @@ class Solver:
     def compute_update_value(self, i, rate):
         raise NotImplementedError
 
+    # --- every parameter in one pass ---------------------------------------------------------
+    fused_rule = None   # the backend's FUSED_RULES name of compute_update_value's rule
+
+    def fused_hyper(self, rate):
+        """(a, b, c, corr) of ``fused_rule`` (see backend fused_update) at learning rate ``rate``."""
+        raise NotImplementedError
+
+    def _fused_rule(self):
+        """``fused_rule`` when this class's update steps are the ones it describes (a subclass
+        that overrides one of them, without its own fused_rule, takes the per-parameter path)."""
+        if self.fused_rule is None:
+            return None
+        mro = type(self).__mro__
+        owner = next(k for k in mro if "fused_rule" in vars(k))
+        for step in ("compute_update_value", "normalize", "regularize", "clip_gradients"):
+            defined = next(k for k in mro if step in vars(k))
+            if defined is not owner and defined is not Solver:
+                return None
+        return self.fused_rule
+
+    def param_buffers(self):
+        """The packed parameters (``caffeish.param_buffers.ParamBuffers``), packing them on first
+        use and again when a blob's storage was replaced; None when they cannot be packed
+        (no learnable parameters, or several dtypes)."""
+        pb = self._packed
+        if pb is not None and pb.intact():
+            return pb
+        self._packed = None
+        params = self.net.learnable_params
+        if not params or self._packing_refused:
+            return None
+        from ..param_buffers import ParamBuffers
+        n = len(params)
+        hist = [self.history_blobs[k * n:(k + 1) * n] for k in range(self.n_history_sets)]
+        try:
+            self._packed = ParamBuffers(params, self.net.param_specs, hist,
+                                        [self.net] + list(self.test_nets))
+        except ValueError:  # several dtypes
+            self._packing_refused = True
+        return self._packed
+
+    def clear_param_diffs(self):
+        pb = self.param_buffers()
+        if pb is None:
+            self.net.clear_param_diffs()
+        else:
+            pb.clear_diffs(get_backend())
+
+    def _fused_update(self, rate) -> bool:
+        """The whole update (clip, normalise, regularise, rule, w -= update) in one backend pass
+        over the packed parameters; False when it does not apply (no packing, debug_info, a
+        rule without a fused form)."""
+        rule = self._fused_rule()
+        if rule is None or self.net.debug_info:
+            return False
+        pb = self.param_buffers()
+        if pb is None:
+            return False
+        be = get_backend()
+        p = self.param
+        self.clip_gradients(pb)
+        a, b, c, corr = self.fused_hyper(rate)
+        be.fused_update(be.FUSED_RULES[rule], *pb.arrays(be), *pb.meta(be), rate,
+                        p.weight_decay, p.regularization_type != "L2",
+                        1.0 / p.iter_size if p.iter_size > 1 else 1.0, a, b, c, corr)
+        return True
+
     def apply_update(self):
         rate = self.get_learning_rate()
         if self.param.display and self.iter % self.param.display == 0:
             logger.info(f"Iteration {self.iter}, lr = {rate:g}")
         self.rate = rate
+        if self._fused_update(rate):
+            return
         self.clip_gradients()
         for i, p in enumerate(self.net.learnable_params):
             self.normalize(i)
@@ -320,7 +392,7 @@ class Solver:
         t_start = time.perf_counter()
         t_last, it_last = t_start, self.iter
         while self.iter < stop_iter:
-            self.net.clear_param_diffs()
+            self.clear_param_diffs()
             if p.test_interval and self.iter % p.test_interval == 0 and \
                     (self.iter > 0 or p.test_initialization):
                 t0 = time.perf_counter()

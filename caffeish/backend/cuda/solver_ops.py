@@ -2,14 +2,19 @@
 squared norm used by gradient clipping. One grid-stride kernel per update, fused (read gradient
 and history once, write update and history once); the per-element math is the CPU module's
 ``*_scalar`` functions compiled as device functions."""
+import numpy as np
 from numba import cuda
 
 from ..cpu import solver_ops as _cpu
+from ..cpu.solver_ops import FUSED_RULES
 from .blas import dot
-from .core import flat, grid1d
+from .core import SMALL_LAUNCHES, THREADS, flat, grid1d
 
 __all__ = ["sgd_update", "l2_regularize", "l1_regularize", "sumsq", "nesterov_update",
-           "adagrad_update", "rmsprop_update", "adadelta_update", "adam_update"]
+           "adagrad_update", "rmsprop_update", "adadelta_update", "adam_update", "fused_update",
+           "FUSED_RULES", "FUSED_CHUNK"]
+
+FUSED_CHUNK = 4096   # elements per block-sized work item of fused_update
 
 
 def _device(f):
@@ -160,3 +165,87 @@ def adam_update(diff, m, v, beta1, beta2, eps_hat, corrected_rate):
     if diff.size:
         _adam_k[grid1d(diff.size)](diff, flat(m), flat(v), t(beta1), t(beta2), t(eps_hat),
                                    t(corrected_rate), t(1))
+
+
+@cuda.jit(device=True)
+def _fused_rule(rule, g, h1, h2, lr, a, b, c, one):
+    """The CUDA twin of backend.cpu.solver_ops.fused_rule_scalar."""
+    if rule == 0:
+        v = h1 * a
+        v = v + lr * g
+        return v, v, h2
+    if rule == 1:
+        u, h = _nesterov(g, h1, a, lr, one)
+        return u, h, h2
+    if rule == 2:
+        u, h = _adagrad(g, h1, a, lr)
+        return u, h, h2
+    if rule == 3:
+        u, h = _rmsprop(g, h1, a, b, lr, one)
+        return u, h, h2
+    if rule == 4:
+        return _adadelta(g, h1, h2, a, b, lr, one)
+    return _adam(g, h1, h2, a, b, c, lr, one)
+
+
+def _make_fused_kernel(nbtype):
+    @cuda.jit
+    def kernel(rule, data, diff, h1, h2, chunks, lr_mult, decay_mult, rate, weight_decay, l1,
+               scale, a, b, c, corr):
+        # each block takes whole chunks (one parameter each), its threads stride inside one
+        one = nbtype(1)
+        two_sets = rule >= 4
+        for k in range(cuda.blockIdx.x, chunks.shape[0], cuda.gridDim.x):
+            lo = chunks[k, 0]
+            hi = chunks[k, 1]
+            s = chunks[k, 2]
+            lr = nbtype(rate * lr_mult[s])
+            if rule == 5:
+                lr = lr * corr
+            decay64 = weight_decay * decay_mult[s]
+            decay = nbtype(decay64)
+            for i in range(lo + cuda.threadIdx.x, hi, cuda.blockDim.x):
+                g = diff[i]
+                if scale != one:
+                    g = g * scale
+                if decay64 != 0:
+                    x = data[i]
+                    if l1:
+                        if x > 0:
+                            g += decay
+                        elif x < 0:
+                            g -= decay
+                        elif x != x:
+                            g += x
+                    else:
+                        g = g + decay * x
+                u, n1, n2 = _fused_rule(rule, g, h1[i], h2[i], lr, a, b, c, one)
+                h1[i] = n1
+                if two_sets:
+                    h2[i] = n2
+                diff[i] = u
+                data[i] = data[i] - u
+
+    return kernel
+
+
+_FUSED: dict = {}
+
+
+def fused_update(rule, data, diff, h1, h2, chunks, lr_mult, decay_mult, rate, weight_decay, l1,
+                 scale, a, b, c, corr):
+    """See backend.cpu.solver_ops.fused_update (same arguments, device arrays); one launch for
+    every parameter."""
+    key = np.dtype(data.dtype)
+    kernel = _FUSED.get(key)
+    if kernel is None:
+        kernel = _FUSED[key] = _make_fused_kernel({np.dtype(np.float32): np.float32,
+                                                   np.dtype(np.float64): np.float64}[key])
+    n = int(chunks.shape[0])
+    if n == 0:
+        return
+    t = key.type
+    blocks = min(n, 2 if SMALL_LAUNCHES else 65535)
+    kernel[blocks, THREADS](int(rule), data, diff, h1, h2, chunks, lr_mult, decay_mult,
+                            float(rate), float(weight_decay), bool(l1), t(scale), t(a), t(b),
+                            t(c), t(corr))
