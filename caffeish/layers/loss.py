@@ -61,9 +61,13 @@ class _AxisMixin:
                 f"and the scores are (N, C, H, W), the labels must be N*H*W integers in "
                 f"{{0, ..., C-1}}")
 
-    def _validate_label_values(self, label_blob, channels, has_ignore, ignore_label):
-        """Raise DataError for a label outside [0, C) that is not the ignore_label."""
-        bad = _first_bad_label(self, label_blob, channels, has_ignore, ignore_label)
+    def _validate_label_values(self, label_blob, channels, has_ignore, ignore_label, k=None):
+        """Raise DataError for a label outside [0, C) that is not the ignore_label (``k``: the
+        index of the first such label when the caller found it already, -1 for none)."""
+        if k is None:
+            bad = _first_bad_label(self, label_blob, channels, has_ignore, ignore_label)
+        else:
+            bad = None if k < 0 else (k, float(label_blob.data_readonly().reshape(-1)[k]))
         if bad is not None:
             k, value = bad
             extra = f" (ignore_label is {ignore_label})" if has_ignore else ""
@@ -192,11 +196,13 @@ class SoftmaxWithLossLayer(_AxisMixin, LossLayer):
 
     def forward(self, bottom, top):
         be = self.backend
-        self._validate_label_values(bottom[1], self.channels, self.has_ignore, self.ignore_label)
         labels = bottom[1].dev_data.reshape(self.outer, self.inner)
         prob = self._view(self.prob.dev_data)
         be.softmax_forward(self._view(bottom[0].dev_data), prob)
-        loss, count = be.softmax_loss_forward(prob, labels, self.ignore_label, self.has_ignore)
+        loss, count, bad = be.softmax_loss_forward(prob, labels, self.ignore_label,
+                                                   self.has_ignore)
+        self._validate_label_values(bottom[1], self.channels, self.has_ignore, self.ignore_label,
+                                    bad)
         self.valid_count = int(count)
         top[0].data[...] = loss / self.get_normalizer(self.valid_count)
         if len(top) >= 2 and not top[1].shares_data_with(self.prob):

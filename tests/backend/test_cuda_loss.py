@@ -265,6 +265,30 @@ def test_first_bad_label_matches_cpu(has_ignore, ignore):
         backend.set_mode_cpu()
 
 
+@pytest.mark.parametrize("has_ignore,ignore", [(False, 0), (True, -1), (True, 3)])
+def test_softmax_loss_forward_finds_the_first_bad_label_like_cpu(has_ignore, ignore):
+    """The loss op checks the labels in the same pass: (loss, count, first bad index) agree
+    with the CPU op and with first_bad_label; bad columns add nothing."""
+    rng = np.random.default_rng(9)
+    prob = rng.random((3, 4, 5)).astype(np.float32) + 0.1
+    backend.set_mode_gpu()
+    try:
+        gpu_be = backend.get_backend()
+        cases = [np.array([0, 1, 2, 3, 1] * 3), np.array([0, 1, 2, 3, 1] * 2 + [1, 4, 0, -1, 9]),
+                 np.array([0, 3, 3, 3, 2] * 2 + [1, 1, np.nan, 0, 2]),
+                 np.array([-1.0, 3.9, 2, 1, 0] * 3), np.full(15, 3.0)]
+        for case in cases:
+            lab = case.astype(np.float32).reshape(3, 5)
+            want = cpu_be.softmax_loss_forward(prob, lab, ignore, has_ignore)
+            got = gpu_be.softmax_loss_forward(gpu_be.to_device(prob), gpu_be.to_device(lab),
+                                              ignore, has_ignore)
+            assert got[1:] == want[1:], (case, has_ignore, ignore)
+            assert got[0] == pytest.approx(want[0], rel=1e-6)
+            assert want[2] == cpu_be.first_bad_label(lab.reshape(-1), 4, has_ignore, ignore)
+    finally:
+        backend.set_mode_cpu()
+
+
 @pytest.mark.parametrize("spec,arrays", [
     (swl(), [np.zeros((2, 3)), np.array([1.0, 3.0])]),
     (acc(), [np.zeros((2, 3)), np.array([-1.0, 0.0])]),

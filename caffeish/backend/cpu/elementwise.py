@@ -11,6 +11,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .loss_ops import label_class
+
 __all__ = [
     "relu_forward", "relu_backward", "sigmoid_forward", "sigmoid_backward",
     "tanh_forward", "tanh_backward", "dropout_forward", "dropout_backward",
@@ -200,20 +202,23 @@ def softmax_backward(top_diff, y, out):
 
 @njit(parallel=True, cache=True, error_model="numpy")
 def softmax_loss_forward(prob, label, ignore_label, has_ignore):
-    """Returns (sum of -log(max(prob[o, int(label[o,i]), i], FLT_MIN)) over non-ignored columns, their count); prob (outer, C, inner), label (outer, inner), labels pre-validated."""
+    """Returns (sum of -log(max(prob[o, int(label[o,i]), i], FLT_MIN)) over the columns whose label is a class, their count, the flat index of the first label that is neither a class in [0, C) nor the ignore_label, or -1); prob (outer, C, inner), label (outer, inner). The label check rides along, so the GPU twin needs no pass (and no host read) of its own."""
     outer, chans, inner = prob.shape
+    n = outer * inner
     loss = 0.0
     count = 0
-    for t in prange(outer * inner):
+    bad = n
+    for t in prange(n):
         o = t // inner
         i = t - o * inner
-        lab = int(label[o, i])
-        if has_ignore and lab == ignore_label:
-            continue
-        p = max(prob[o, lab, i], FLT_MIN)
-        loss += -math.log(p)
-        count += 1
-    return loss, count
+        lab = label_class(label[o, i], chans, has_ignore, ignore_label)
+        if lab == -2:
+            bad = min(bad, t)
+        elif lab >= 0:
+            p = max(prob[o, lab, i], FLT_MIN)
+            loss += -math.log(p)
+            count += 1
+    return loss, count, (bad if bad < n else -1)
 
 
 @njit(parallel=True, cache=True, error_model="numpy")

@@ -16,6 +16,7 @@ import numpy as np
 from numba import cuda
 
 from ..cpu import elementwise as _cpu
+from ..cpu import loss_ops as _cpu_loss
 from .core import SMALL_LAUNCHES, flat, grid1d
 
 __all__ = [
@@ -48,6 +49,7 @@ def _device(f):
 
 
 _sigmoid = _device(_cpu.sigmoid_fwd_scalar)
+_label_class = _device(_cpu_loss.label_class)
 _sigmoid_ce = _device(_cpu.sigmoid_ce_scalar)
 
 
@@ -113,6 +115,19 @@ def _block_max(a, tid):
     while s > 0:
         if tid < s:
             if a[tid + s] > a[tid]:
+                a[tid] = a[tid + s]
+        cuda.syncthreads()
+        s //= 2
+
+
+@cuda.jit(device=True)
+def _block_min(a, tid):
+    """Tree-min of the shared array a (length _RED) into a[0]; ends synchronised."""
+    cuda.syncthreads()
+    s = _RED // 2
+    while s > 0:
+        if tid < s:
+            if a[tid + s] < a[tid]:
                 a[tid] = a[tid + s]
         cuda.syncthreads()
         s //= 2
@@ -240,14 +255,20 @@ def softmax_backward(top_diff, y, out):
 # --- SoftmaxWithLoss ----------------------------------------------------------------------------
 @cuda.jit
 def _softmax_loss_fwd_k(prob, label, chans, inner, ncols, ignore_label, has_ignore, partial):
+    """partial[block] = (loss sum, count, smallest bad label index or ncols) of the block's
+    grid-stride slice of columns."""
     bl = cuda.shared.array(_RED, np.float64)
     bc = cuda.shared.array(_RED, np.float64)
     tid = cuda.threadIdx.x
     loss = 0.0
     cnt = 0.0
+    bad = ncols
     for t in range(cuda.grid(1), ncols, cuda.gridsize(1)):
-        lab = int(label[t])
-        if has_ignore and lab == ignore_label:
+        lab = _label_class(label[t], chans, has_ignore, ignore_label)
+        if lab == -2:
+            bad = min(bad, t)
+            continue
+        if lab == -1:
             continue
         o = t // inner
         p = max(prob[(o * chans + lab) * inner + (t - o * inner)], FLT_MIN)
@@ -259,17 +280,27 @@ def _softmax_loss_fwd_k(prob, label, chans, inner, ncols, ignore_label, has_igno
     if tid == 0:
         partial[cuda.blockIdx.x, 0] = bl[0]
         partial[cuda.blockIdx.x, 1] = bc[0]
+    bl[tid] = bad
+    _block_min(bl, tid)
+    if tid == 0:
+        partial[cuda.blockIdx.x, 2] = bl[0]
 
 
 def softmax_loss_forward(prob, label, ignore_label, has_ignore):
-    """(sum of -log(max(prob[o, label, i], FLT_MIN)) over non-ignored columns, their count)."""
+    """(sum of -log(max(prob[o, label, i], FLT_MIN)) over the columns whose label is a class,
+    their count, the flat index of the first label that is neither a class nor the
+    ignore_label, or -1): one launch and one read of the per-block partials."""
     outer, chans, inner = _dims3(prob)
     ncols = outer * inner
     if ncols == 0:
-        return 0.0, 0
-    s = _launch_reduction(_softmax_loss_fwd_k, ncols, flat(prob), flat(label), chans, inner,
-                          ncols, int(ignore_label), bool(has_ignore))
-    return float(s[0]), int(round(s[1]))
+        return 0.0, 0, -1
+    blocks = _red_blocks(ncols)
+    part = _partials(_MAX_RED_BLOCKS, 3)
+    _softmax_loss_fwd_k[blocks, _RED](flat(prob), flat(label), chans, inner, ncols,
+                                      int(ignore_label), bool(has_ignore), part)
+    p = part[:blocks].copy_to_host()
+    bad = int(p[:, 2].min())
+    return float(p[:, 0].sum()), int(round(p[:, 1].sum())), (bad if bad < ncols else -1)
 
 
 @cuda.jit
@@ -689,14 +720,9 @@ def _first_bad_label_k(label, n_classes, has_ignore, ignore_label, partial):
     n = label.size
     first = n
     for k in range(cuda.grid(1), n, cuda.gridsize(1)):
-        v = label[k]
-        if math.isfinite(v):
-            if v > -1.0 and v < n_classes:
-                continue
-            if has_ignore and abs(v) < 9.0e18 and int(v) == ignore_label:
-                continue
-        first = k
-        break
+        if _label_class(label[k], n_classes, has_ignore, ignore_label) == -2:
+            first = k
+            break
     buf[tid] = first
     cuda.syncthreads()
     s = _RED // 2
