@@ -293,6 +293,25 @@ class Blob:
             return self._diff_mem().host().reshape(self._shape)
         return self._diff_mem().device_view(be, self._shape)
 
+    def dev_data_as(self, *shape):
+        """``dev_data`` seen with another shape (reshape's spellings; one -1 allowed). On the GPU
+        the view is made once per shape and kept, as views of device arrays are slow to build."""
+        return self._as(self._dmem, shape)
+
+    def dev_diff_as(self, *shape):
+        """``dev_diff`` seen with another shape, like ``dev_data_as``."""
+        return self._as(self._diff_mem(), shape)
+
+    @staticmethod
+    def _as(mem, shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        shape = tuple(int(s) for s in shape)
+        be = get_backend()
+        if be.name == "cpu":
+            return mem.host().reshape(shape)
+        return mem.device_view(be, shape)
+
     @property
     def data_on_device(self) -> bool:
         """True when the newest data lives on the GPU."""

@@ -38,16 +38,16 @@ def _sizes(geom):
     return geom[0] * geom[1], geom[8] * geom[9]
 
 
-def _gathered(x, g: Geom3D):
+def _gathered(be, x, g: Geom3D):
     n, c, _, h, w = tuple(x.shape)
-    return g.vol[:n * g.od * c * g.kd * h * w].reshape(n * g.od, c * g.kd, h, w)
+    return be.view(be.span(g.vol, 0, n * g.od * c * g.kd * h * w), n * g.od, c * g.kd, h, w)
 
 
 def im2col_any(be, x, geom, col):
     """im2col of N images (N, C, H, W) with a 2-D geometry tuple, or of N volumes (N, C, D, H, W)
     with a Geom3D, into col (C*taps, N*outputs)."""
     if isinstance(geom, Geom3D):
-        xg = _gathered(x, geom)
+        xg = _gathered(be, x, geom)
         be.depth_gather(x, geom.kd, geom.sd, geom.pd, geom.dd, geom.od, xg)
         be.im2col_batch(xg, *geom.geom2, col)
     else:
@@ -57,7 +57,7 @@ def im2col_any(be, x, geom, col):
 def col2im_any(be, col, geom, dx):
     """The adjoint of im2col_any: dx (overwritten) sums the columns' taps."""
     if isinstance(geom, Geom3D):
-        xg = _gathered(dx, geom)
+        xg = _gathered(be, dx, geom)
         be.col2im_batch(col, *geom.geom2, xg)
         be.depth_scatter(xg, geom.kd, geom.sd, geom.pd, geom.dd, geom.od, dx)
     else:
@@ -73,41 +73,41 @@ def _chunking(x, w, geom, col, res):
     return n, ohw, krows, n_out, chunk
 
 
-def _views(col, res, krows, n_out, m, g):
-    c = col[:krows * m].reshape(krows, m)
-    r = res[:n_out * m].reshape(n_out, m)
+def _views(be, col, res, krows, n_out, m, g):
+    c = be.view(be.span(col, 0, krows * m), krows, m)
+    r = be.view(be.span(res, 0, n_out * m), n_out, m)
     if g == 1:
         return c, r, c, r
-    return c, r, c.reshape(g, krows // g, m), r.reshape(g, n_out // g, m)
+    return c, r, be.view(c, g, krows // g, m), be.view(r, g, n_out // g, m)
 
 
 def batched_forward(be, x, w, bias, use_bias, geom, col, res, y):
     n, ohw, krows, n_out, chunk = _chunking(x, w, geom, col, res)
     g = tuple(w.shape)[0] if w.ndim == 3 else 1
-    y3 = y.reshape(n, n_out, ohw)
+    y3 = be.view(y, n, n_out, ohw)
     for n0 in range(0, n, chunk):
         n1 = min(n, n0 + chunk)
-        c, r, cg, rg = _views(col, res, krows, n_out, (n1 - n0) * ohw, g)
-        im2col_any(be, x[n0:n1], geom, c)
+        c, r, cg, rg = _views(be, col, res, krows, n_out, (n1 - n0) * ohw, g)
+        im2col_any(be, be.span(x, n0, n1), geom, c)
         be.gemm(w, cg, out=rg)
-        be.cnp_to_ncp(r, bias, use_bias, y3[n0:n1])
+        be.cnp_to_ncp(r, bias, use_bias, be.span(y3, n0, n1))
     return chunk >= n
 
 
 def batched_backward(be, x, w, dy, wdiff, bdiff, dx, geom, col, res, col_valid):
     n, ohw, krows, n_out, chunk = _chunking(x, w, geom, col, res)
     g = tuple(w.shape)[0] if w.ndim == 3 else 1
-    dy3 = dy.reshape(n, n_out, ohw)
+    dy3 = be.view(dy, n, n_out, ohw)
     for n0 in range(0, n, chunk):
         n1 = min(n, n0 + chunk)
-        c, r, cg, rg = _views(col, res, krows, n_out, (n1 - n0) * ohw, g)
-        be.ncp_to_cnp(dy3[n0:n1], r)
+        c, r, cg, rg = _views(be, col, res, krows, n_out, (n1 - n0) * ohw, g)
+        be.ncp_to_cnp(be.span(dy3, n0, n1), r)
         if bdiff is not None:
-            be.channel_sum_ncp(dy3[n0:n1], bdiff)
+            be.channel_sum_ncp(be.span(dy3, n0, n1), bdiff)
         if wdiff is not None:       # None: the input gradient only
             if not (col_valid and chunk >= n):
-                im2col_any(be, x[n0:n1], geom, c)
+                im2col_any(be, be.span(x, n0, n1), geom, c)
             be.conv_weight_grad(cg, rg, wdiff)
         if dx is not None:
             be.gemm(w, rg, out=cg, trans_a=True)
-            col2im_any(be, c, geom, dx[n0:n1])
+            col2im_any(be, c, geom, be.span(dx, n0, n1))

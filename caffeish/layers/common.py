@@ -79,18 +79,18 @@ class InnerProductLayer(Layer):
     def forward(self, bottom, top):
         be = self.backend
         n = self.num_output
-        x = bottom[0].dev_data.reshape((self.M, self.K))
-        y = top[0].dev_data.reshape((self.M, n))
+        x = bottom[0].dev_data_as((self.M, self.K))
+        y = top[0].dev_data_as((self.M, n))
         be.gemm(x, self.blobs[0].dev_data, out=y, trans_b=not self.transpose)
         if self.bias_term:
-            be.gemm(self._bias_multiplier.dev_data, self.blobs[1].dev_data.reshape((1, n)),
+            be.gemm(self._bias_multiplier.dev_data, self.blobs[1].dev_data_as((1, n)),
                     out=y, beta=1.0)
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
         n = self.num_output
-        dy = top[0].dev_diff.reshape((self.M, n))
-        x = bottom[0].dev_data.reshape((self.M, self.K))
+        dy = top[0].dev_diff_as((self.M, n))
+        x = bottom[0].dev_data_as((self.M, self.K))
         w = self.blobs[0]
         if self.transpose:
             be.gemm(x, dy, out=w.dev_diff, trans_a=True, beta=1.0)
@@ -98,9 +98,9 @@ class InnerProductLayer(Layer):
             be.gemm(dy, x, out=w.dev_diff, trans_a=True, beta=1.0)
         if self.bias_term:
             be.gemm(self._bias_multiplier.dev_data, dy,
-                    out=self.blobs[1].dev_diff.reshape((1, n)), trans_a=True, beta=1.0)
+                    out=self.blobs[1].dev_diff_as((1, n)), trans_a=True, beta=1.0)
         if propagate_down[0]:
-            dx = bottom[0].dev_diff.reshape((self.M, self.K))
+            dx = bottom[0].dev_diff_as((self.M, self.K))
             be.gemm(dy, w.dev_data, out=dx, trans_b=self.transpose)
 
 
@@ -175,16 +175,16 @@ class EmbedLayer(Layer):
         be.blob_copy(idx, self._idx.dev_data)                # host -> the active backend
         self._rows_stale = True                              # order, starts: uploaded by backward
         n = self.num_output
-        y = top[0].dev_data.reshape((self.M, n))
+        y = top[0].dev_data_as((self.M, n))
         be.gather_rows(self.blobs[0].dev_data, self._idx.dev_data, y)
         if self.bias_term:
-            be.gemm(self._bias_multiplier.dev_data, self.blobs[1].dev_data.reshape((1, n)),
+            be.gemm(self._bias_multiplier.dev_data, self.blobs[1].dev_data_as((1, n)),
                     out=y, beta=1.0)
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
         n = self.num_output
-        dy = top[0].dev_diff.reshape((self.M, n))
+        dy = top[0].dev_diff_as((self.M, n))
         if self._rows_stale:
             be.blob_copy(self._index[1], self._order.dev_data)
             be.blob_copy(self._index[2], self._starts.dev_data)
@@ -193,6 +193,6 @@ class EmbedLayer(Layer):
                           self.blobs[0].dev_diff)
         if self.bias_term:
             be.gemm(self._bias_multiplier.dev_data, dy,
-                    out=self.blobs[1].dev_diff.reshape((1, n)), trans_a=True, beta=1.0)
+                    out=self.blobs[1].dev_diff_as((1, n)), trans_a=True, beta=1.0)
         if propagate_down[0]:
-            be.blob_set(self.dtype.type(0), bottom[0].dev_diff.reshape(-1))
+            be.blob_set(self.dtype.type(0), bottom[0].dev_diff_as(-1))

@@ -33,7 +33,7 @@ def _scratch(blob, shape, dtype):
 def _first_bad_label(layer, label_blob, n_classes, has_ignore=False, ignore_label=0):
     """(flat index, value) of the first invalid label, or None; checked by a backend op, the value
     read on the host only when there is one."""
-    k = layer.backend.first_bad_label(label_blob.dev_data.reshape(-1), int(n_classes),
+    k = layer.backend.first_bad_label(label_blob.dev_data_as(-1), int(n_classes),
                                       bool(has_ignore), int(ignore_label))
     if k < 0:
         return None
@@ -95,7 +95,7 @@ class SoftmaxLayer(_AxisMixin, Layer):
             top[0].reshape(bottom[0].shape)
 
     def _view(self, a):
-        return a.reshape(self.outer, self.channels, self.inner)
+        return self.backend.view(a, self.outer, self.channels, self.inner)
 
     def forward(self, bottom, top):
         self.backend.softmax_forward(self._view(bottom[0].dev_data), self._view(top[0].dev_data))
@@ -180,7 +180,7 @@ class SoftmaxWithLossLayer(_AxisMixin, LossLayer):
             top[1].reshape(bottom[0].shape)
 
     def _view(self, a):
-        return a.reshape(self.outer, self.channels, self.inner)
+        return self.backend.view(a, self.outer, self.channels, self.inner)
 
     def get_normalizer(self, valid_count: int) -> float:
         mode = self.normalization
@@ -196,7 +196,7 @@ class SoftmaxWithLossLayer(_AxisMixin, LossLayer):
 
     def forward(self, bottom, top):
         be = self.backend
-        labels = bottom[1].dev_data.reshape(self.outer, self.inner)
+        labels = bottom[1].dev_data_as(self.outer, self.inner)
         prob = self._view(self.prob.dev_data)
         be.softmax_forward(self._view(bottom[0].dev_data), prob)
         loss, count, bad = be.softmax_loss_forward(prob, labels, self.ignore_label,
@@ -211,7 +211,7 @@ class SoftmaxWithLossLayer(_AxisMixin, LossLayer):
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        labels = bottom[1].dev_data.reshape(self.outer, self.inner)
+        labels = bottom[1].dev_data_as(self.outer, self.inner)
         scale = _scalar(top[0].diff) / self.get_normalizer(self.valid_count)
         self.backend.softmax_loss_backward(self._view(self.prob.dev_data), labels,
                                            self.ignore_label, self.has_ignore,
@@ -241,8 +241,8 @@ class EuclideanLossLayer(LossLayer):
         self.diff = _scratch(getattr(self, "diff", None), (bottom[0].count,), self.dtype)
 
     def forward(self, bottom, top):
-        ss = self.backend.euclidean_loss_forward(bottom[0].dev_data.reshape(-1),
-                                                 bottom[1].dev_data.reshape(-1),
+        ss = self.backend.euclidean_loss_forward(bottom[0].dev_data_as(-1),
+                                                 bottom[1].dev_data_as(-1),
                                                  self.diff.dev_data)
         top[0].data[...] = ss / bottom[0].shape[0] / 2.0
 
@@ -252,7 +252,7 @@ class EuclideanLossLayer(LossLayer):
             if propagate_down[i]:
                 alpha = self.dtype.type(sign * w / bottom[i].shape[0])
                 self.backend.euclidean_loss_backward(self.diff.dev_data, alpha,
-                                                     bottom[i].dev_diff.reshape(-1))
+                                                     bottom[i].dev_diff_as(-1))
 
 
 @register_layer("Accuracy")
@@ -298,8 +298,8 @@ class AccuracyLayer(_AxisMixin, Layer):
 
     def forward(self, bottom, top):
         self._validate_label_values(bottom[1], self.channels, self.has_ignore, self.ignore_label)
-        labels = bottom[1].dev_data.reshape(self.outer, self.inner)
-        scores = bottom[0].dev_data.reshape(self.outer, self.channels, self.inner)
+        labels = bottom[1].dev_data_as(self.outer, self.inner)
+        scores = bottom[0].dev_data_as(self.outer, self.channels, self.inner)
         per_class = (top[1] if len(top) >= 2 else self._per_class).dev_data
         hits, count = self.backend.accuracy_forward(scores, labels, self.top_k, self.ignore_label,
                                                     self.has_ignore, per_class)
@@ -399,7 +399,7 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
 
     def forward(self, bottom, top):
         loss, count = self.backend.sigmoid_cross_entropy_loss_forward(
-            bottom[0].dev_data.reshape(-1), bottom[1].dev_data.reshape(-1), self.ignore_label,
+            bottom[0].dev_data_as(-1), bottom[1].dev_data_as(-1), self.ignore_label,
             self.has_ignore, self.sig.dev_data)
         self.normalizer = _normalizer(self.normalization, self.outer, self.inner, int(count))
         top[0].data[...] = loss / self.normalizer
@@ -410,8 +410,8 @@ class SigmoidCrossEntropyLossLayer(LossLayer):
             return
         scale = self.dtype.type(_scalar(top[0].diff) / self.normalizer)
         self.backend.sigmoid_cross_entropy_loss_backward(
-            self.sig.dev_data, bottom[1].dev_data.reshape(-1), self.ignore_label,
-            self.has_ignore, scale, bottom[0].dev_diff.reshape(-1))
+            self.sig.dev_data, bottom[1].dev_data_as(-1), self.ignore_label,
+            self.has_ignore, scale, bottom[0].dev_diff_as(-1))
 
 
 @register_layer("HingeLoss")
@@ -446,8 +446,8 @@ class HingeLossLayer(LossLayer):
     def forward(self, bottom, top):
         _check_class_labels(self, bottom[1], self.dim,
                             f"each example has {self.dim} scores (the count per example)")
-        total = self.backend.hinge_loss_forward(bottom[0].dev_data.reshape(self.num, self.dim),
-                                                bottom[1].dev_data.reshape(-1),
+        total = self.backend.hinge_loss_forward(bottom[0].dev_data_as(self.num, self.dim),
+                                                bottom[1].dev_data_as(-1),
                                                 self.norm == "L2", self.margins.dev_data)
         top[0].data[...] = total / self.num
 
@@ -456,9 +456,9 @@ class HingeLossLayer(LossLayer):
         if not propagate_down[0]:
             return
         scale = self.dtype.type(_scalar(top[0].diff) / self.num)
-        self.backend.hinge_loss_backward(self.margins.dev_data, bottom[1].dev_data.reshape(-1),
+        self.backend.hinge_loss_backward(self.margins.dev_data, bottom[1].dev_data_as(-1),
                                          self.norm == "L2", scale,
-                                         bottom[0].dev_diff.reshape(self.num, self.dim))
+                                         bottom[0].dev_diff_as(self.num, self.dim))
 
 
 @register_layer("ContrastiveLoss")
@@ -501,8 +501,8 @@ class ContrastiveLossLayer(LossLayer):
 
     def forward(self, bottom, top):
         total = self.backend.contrastive_loss_forward(
-            bottom[0].dev_data.reshape(self.num, self.chans),
-            bottom[1].dev_data.reshape(self.num, self.chans), bottom[2].dev_data.reshape(-1),
+            bottom[0].dev_data_as(self.num, self.chans),
+            bottom[1].dev_data_as(self.num, self.chans), bottom[2].dev_data_as(-1),
             self.margin, self.legacy, self.diff.dev_data, self.dist_sq.dev_data)
         top[0].data[...] = total / self.num / 2.0
 
@@ -513,9 +513,9 @@ class ContrastiveLossLayer(LossLayer):
             if propagate_down[i]:
                 alpha = self.dtype.type(sign * w / self.num)
                 self.backend.contrastive_loss_backward(
-                    self.diff.dev_data, self.dist_sq.dev_data, bottom[2].dev_data.reshape(-1),
+                    self.diff.dev_data, self.dist_sq.dev_data, bottom[2].dev_data_as(-1),
                     self.margin, self.legacy, alpha,
-                    bottom[i].dev_diff.reshape(self.num, self.chans))
+                    bottom[i].dev_diff_as(self.num, self.chans))
 
 
 @register_layer("InfogainLoss")
@@ -594,16 +594,16 @@ class InfogainLossLayer(_AxisMixin, LossLayer):
             top[1].reshape(bottom[0].shape)
 
     def _view(self, a):
-        return a.reshape(self.outer, self.channels, self.inner)
+        return self.backend.view(a, self.outer, self.channels, self.inner)
 
     def _matrix(self, bottom):
         h = bottom[2] if len(bottom) >= 3 else self.infogain
-        return h.dev_data.reshape(self.channels, self.channels)
+        return h.dev_data_as(self.channels, self.channels)
 
     def forward(self, bottom, top):
         be = self.backend
         self._validate_label_values(bottom[1], self.channels, self.has_ignore, self.ignore_label)
-        labels = bottom[1].dev_data.reshape(self.outer, self.inner)
+        labels = bottom[1].dev_data_as(self.outer, self.inner)
         prob = self._view(self.prob.dev_data)
         be.softmax_forward(self._view(bottom[0].dev_data), prob)
         loss, count = be.infogain_loss_forward(prob, labels, self._matrix(bottom),
@@ -622,7 +622,7 @@ class InfogainLossLayer(_AxisMixin, LossLayer):
         scale = _scalar(top[0].diff) / _normalizer(self.normalization, self.outer, self.inner,
                                                    self.valid_count)
         self.backend.infogain_loss_backward(
-            self._view(self.prob.dev_data), bottom[1].dev_data.reshape(self.outer, self.inner),
+            self._view(self.prob.dev_data), bottom[1].dev_data_as(self.outer, self.inner),
             self._matrix(bottom), self.ignore_label, self.has_ignore, self.dtype.type(scale),
             self._view(bottom[0].dev_diff))
 
@@ -651,7 +651,7 @@ class MultinomialLogisticLossLayer(LossLayer):
         _check_class_labels(self, bottom[1], self.dim,
                             f"each example has {self.dim} probabilities (the count per example)")
         loss = self.backend.multinomial_logistic_loss_forward(
-            bottom[0].dev_data.reshape(self.num, self.dim), bottom[1].dev_data.reshape(-1))
+            bottom[0].dev_data_as(self.num, self.dim), bottom[1].dev_data_as(-1))
         top[0].data[...] = loss / self.num
 
     def backward(self, top, propagate_down, bottom):
@@ -660,5 +660,5 @@ class MultinomialLogisticLossLayer(LossLayer):
             return
         scale = self.dtype.type(-_scalar(top[0].diff) / self.num)
         self.backend.multinomial_logistic_loss_backward(
-            bottom[0].dev_data.reshape(self.num, self.dim), bottom[1].dev_data.reshape(-1), scale,
-            bottom[0].dev_diff.reshape(self.num, self.dim))
+            bottom[0].dev_data_as(self.num, self.dim), bottom[1].dev_data_as(-1), scale,
+            bottom[0].dev_diff_as(self.num, self.dim))

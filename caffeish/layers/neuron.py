@@ -13,13 +13,14 @@ import math
 
 import numpy as np
 
+from ..backend import get_backend
 from ..blob import Blob
 from ..config.schema import Msg
 from .base import Layer, register_layer
 
 
 def _flat(a):
-    return a.reshape(-1)
+    return get_backend().flat(a)
 
 
 class NeuronLayer(Layer):

@@ -98,8 +98,8 @@ class BatchNormLayer(Layer):
 
     def forward(self, bottom, top):
         be = self.backend
-        x = bottom[0].dev_data.reshape(self._dims)
-        mean_b, var_b, factor_b = (blob.dev_data.reshape(-1) for blob in self.blobs)
+        x = bottom[0].dev_data_as(self._dims)
+        mean_b, var_b, factor_b = (blob.dev_data_as(-1) for blob in self.blobs)
         mean, std = self._mean.dev_data, self._std.dev_data
         if self.use_global_stats:
             be.bn_global_stats(mean_b, var_b, factor_b, self.eps, mean, std)
@@ -110,20 +110,20 @@ class BatchNormLayer(Layer):
             correction = self.dtype.type(m / (m - 1) if m > 1 else 1.0)
             be.bn_update_running(mean, var, self.maf, correction, mean_b, var_b, factor_b)
             if top[0] is bottom[0]:
-                be.blob_copy(x.reshape(-1), self._x_copy.dev_data.reshape(-1))
-        be.bn_normalize(x, mean, std, top[0].dev_data.reshape(self._dims))
+                be.blob_copy(be.flat(x), self._x_copy.dev_data_as(-1))
+        be.bn_normalize(x, mean, std, top[0].dev_data_as(self._dims))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         be = self.backend
-        dy = top[0].dev_diff.reshape(self._dims)
-        dx = bottom[0].dev_diff.reshape(self._dims)
+        dy = top[0].dev_diff_as(self._dims)
+        dx = bottom[0].dev_diff_as(self._dims)
         if self.use_global_stats:
             be.bn_backward_global(dy, self._std.dev_data, dx)
         else:
             x = self._x_copy if top[0] is bottom[0] else bottom[0]
-            be.bn_backward(dy, x.dev_data.reshape(self._dims), self._mean.dev_data,
+            be.bn_backward(dy, x.dev_data_as(self._dims), self._mean.dev_data,
                            self._std.dev_data, dx)
 
 
@@ -176,11 +176,10 @@ class _BroadcastLayer(Layer):
         return self.blobs[0], f"the {self.operand_name} blob"
 
     def _views(self, blob_array):
-        return blob_array.reshape(self._dims)
+        return self.backend.view(blob_array, self._dims)
 
-    @staticmethod
-    def _flat(blob_array):
-        return blob_array.reshape(-1)
+    def _flat(self, blob_array):
+        return self.backend.flat(blob_array)
 
 
 @register_layer("Scale")
@@ -341,8 +340,8 @@ class LRNLayer(Layer):
 
     def forward(self, bottom, top):
         be = self.backend
-        x = bottom[0].dev_data.reshape(self._view)
-        out = top[0].dev_data.reshape(self._view)
+        x = bottom[0].dev_data_as(self._view)
+        out = top[0].dev_data_as(self._view)
         scale = self._scale.dev_data
         if self.across:
             be.lrn_across_forward(x, self.size, self.dtype.type(self.alpha / self.size),
@@ -355,9 +354,9 @@ class LRNLayer(Layer):
         if not propagate_down[0]:
             return
         be = self.backend
-        x = bottom[0].dev_data.reshape(self._view)
-        dy = top[0].dev_diff.reshape(self._view)
-        dx = bottom[0].dev_diff.reshape(self._view)
+        x = bottom[0].dev_data_as(self._view)
+        dy = top[0].dev_diff_as(self._view)
+        dx = bottom[0].dev_diff_as(self._view)
         scale, ratio = self._scale.dev_data, self._ratio.dev_data
         if self.across:
             cache_ratio = self.dtype.type(2.0 * self.alpha * self.beta / self.size)
@@ -416,17 +415,17 @@ class MVNLayer(Layer):
 
     def forward(self, bottom, top):
         be = self.backend
-        x = bottom[0].dev_data.reshape(self._view)
+        x = bottom[0].dev_data_as(self._view)
         if top[0] is bottom[0]:
-            be.blob_copy(x.reshape(-1), self._x_copy.dev_data.reshape(-1))
+            be.blob_copy(be.flat(x), self._x_copy.dev_data_as(-1))
         be.mvn_forward(x, self.normalize_variance, self.eps, self._mean.dev_data,
-                       self._std.dev_data, top[0].dev_data.reshape(self._view))
+                       self._std.dev_data, top[0].dev_data_as(self._view))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         x = self._x_copy if top[0] is bottom[0] else bottom[0]
-        self.backend.mvn_backward(top[0].dev_diff.reshape(self._view),
-                                  x.dev_data.reshape(self._view), self._mean.dev_data,
+        self.backend.mvn_backward(top[0].dev_diff_as(self._view),
+                                  x.dev_data_as(self._view), self._mean.dev_data,
                                   self._std.dev_data, self.normalize_variance,
-                                  bottom[0].dev_diff.reshape(self._view))
+                                  bottom[0].dev_diff_as(self._view))

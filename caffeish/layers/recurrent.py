@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend import get_backend
 from ..blob import Blob
 from ..log import logger
 from .base import Layer, register_layer
@@ -17,7 +18,7 @@ from .base import Layer, register_layer
 
 def _flat(a):
     """a (numpy or device array, contiguous) as 1-D"""
-    return a.reshape(a.size)
+    return get_backend().flat(a)
 
 
 class _RecurrentLayer(Layer):
@@ -200,15 +201,15 @@ class _RecurrentLayer(Layer):
         T, N = self.T, self.N
         g = w.shape[0]
         x = bottom[0]
-        o2 = out.reshape(T * N, g)
-        be.gemm(x.dev_data.reshape(T * N, x.count // (T * N)), w.dev_data, out=o2, trans_b=True)
-        be.gemm(self._ones_tn.dev_data, b.dev_data.reshape(1, g), out=o2, beta=1.0)
+        o2 = be.view(out, T * N, g)
+        be.gemm(x.dev_data_as(T * N, x.count // (T * N)), w.dev_data, out=o2, trans_b=True)
+        be.gemm(self._ones_tn.dev_data, b.dev_data_as(1, g), out=o2, beta=1.0)
         if self.static_input:
             xs, st = bottom[2], self._static_term.dev_data
-            be.gemm(xs.dev_data.reshape(N, xs.count // N), self._w_static.dev_data, out=st,
+            be.gemm(xs.dev_data_as(N, xs.count // N), self._w_static.dev_data, out=st,
                     trans_b=True)
             # every step's rows += the static term: ones (T, 1) x st (1, N * G)
-            be.gemm(self._ones_t.dev_data, st.reshape(1, N * g), out=out.reshape(T, N * g),
+            be.gemm(self._ones_t.dev_data, be.view(st, 1, N * g), out=be.view(out, T, N * g),
                     beta=1.0)
 
     def _input_backward(self, propagate_down, bottom, d_pre, w, b):
@@ -218,21 +219,21 @@ class _RecurrentLayer(Layer):
         g = w.shape[0]
         x = bottom[0]
         xd = x.count // (T * N)
-        d2 = d_pre.reshape(T * N, g)
-        be.gemm(d2, x.dev_data.reshape(T * N, xd), out=w.dev_diff, trans_a=True, beta=1.0)
-        be.gemm(self._ones_tn.dev_data, d2, out=b.dev_diff.reshape(1, g), trans_a=True,
+        d2 = be.view(d_pre, T * N, g)
+        be.gemm(d2, x.dev_data_as(T * N, xd), out=w.dev_diff, trans_a=True, beta=1.0)
+        be.gemm(self._ones_tn.dev_data, d2, out=b.dev_diff_as(1, g), trans_a=True,
                 beta=1.0)
         if propagate_down[0]:
-            be.gemm(d2, w.dev_data, out=x.dev_diff.reshape(T * N, xd))
+            be.gemm(d2, w.dev_data, out=x.dev_diff_as(T * N, xd))
         if self.static_input:
             xs, ws = bottom[2], self._w_static
             sd = xs.count // N
-            ds = self._static_term.dev_data.reshape(1, N * g)
-            be.gemm(self._ones_t.dev_data, d_pre.reshape(T, N * g), out=ds, trans_a=True)
-            ds = ds.reshape(N, g)
-            be.gemm(ds, xs.dev_data.reshape(N, sd), out=ws.dev_diff, trans_a=True, beta=1.0)
+            ds = self._static_term.dev_data_as(1, N * g)
+            be.gemm(self._ones_t.dev_data, be.view(d_pre, T, N * g), out=ds, trans_a=True)
+            ds = be.view(ds, N, g)
+            be.gemm(ds, xs.dev_data_as(N, sd), out=ws.dev_diff, trans_a=True, beta=1.0)
             if propagate_down[2]:
-                be.gemm(ds, ws.dev_data, out=xs.dev_diff.reshape(N, sd))
+                be.gemm(ds, ws.dev_data, out=xs.dev_diff_as(N, sd))
         # No gradient reaches cont or (as in Caffe) the exposed initial hidden states.
         for i in range(1, len(bottom)):
             if propagate_down[i] and not (i == 2 and self.static_input):
@@ -345,7 +346,7 @@ class LSTMLayer(_RecurrentLayer):
                 be.cont_scale(dhc, cont[t], d_h[t - 1], True)
             if self.debug_info:
                 self._debug("Backward", f"blob gate_input_{t + 1} diff", d_gates[t])
-        be.gemm(d_gates.reshape(T * N, 4 * H), self._hc.dev_data.reshape(T * N, H),
+        be.gemm(d_gates.reshape(T * N, 4 * H), self._hc.dev_data_as(T * N, H),
                 out=w_hc.dev_diff, trans_a=True, beta=1.0)
         self._input_backward(propagate_down, bottom, d_gates, self.blobs[0], self.blobs[1])
         self._debug_params("Backward", "diff")
@@ -410,9 +411,9 @@ class RNNLayer(_RecurrentLayer):
             h_prev = hs[t]
             if self.debug_info:
                 self._debug("Forward", f"blob h_{t + 1} data", hs[t])
-        o2 = top[0].dev_data.reshape(T * N, H)
-        be.gemm(hs.reshape(T * N, H), w_ho.dev_data, out=o2, trans_b=True)
-        be.gemm(self._ones_tn.dev_data, b_o.dev_data.reshape(1, H), out=o2, beta=1.0)
+        o2 = top[0].dev_data_as(T * N, H)
+        be.gemm(be.view(hs, T * N, H), w_ho.dev_data, out=o2, trans_b=True)
+        be.gemm(self._ones_tn.dev_data, b_o.dev_data_as(1, H), out=o2, beta=1.0)
         be.tanh_forward(_flat(o2), _flat(o2))
         self._debug("Forward", "blob o data", o2)
         self._keep_final_states([hs[T - 1]], top)
@@ -424,12 +425,12 @@ class RNNLayer(_RecurrentLayer):
         w_hh, w_ho, b_o = self.blobs[-3], self.blobs[-2], self.blobs[-1]
         hs, d_h, dhc = self._h.dev_data, self._h.dev_diff, self._dhc.dev_data
         w_hh_data = w_hh.dev_data
-        d_o = self._d_o.dev_data.reshape(T * N, H)
+        d_o = self._d_o.dev_data_as(T * N, H)
         be.tanh_backward(_flat(top[0].dev_diff), _flat(top[0].dev_data), _flat(d_o))
-        be.gemm(d_o, hs.reshape(T * N, H), out=w_ho.dev_diff, trans_a=True, beta=1.0)
-        be.gemm(self._ones_tn.dev_data, d_o, out=b_o.dev_diff.reshape(1, H), trans_a=True,
+        be.gemm(d_o, be.view(hs, T * N, H), out=w_ho.dev_diff, trans_a=True, beta=1.0)
+        be.gemm(self._ones_tn.dev_data, d_o, out=b_o.dev_diff_as(1, H), trans_a=True,
                 beta=1.0)
-        be.gemm(d_o, w_ho.dev_data, out=d_h.reshape(T * N, H))
+        be.gemm(d_o, w_ho.dev_data, out=be.view(d_h, T * N, H))
         cont = bottom[1].dev_data
         for t in range(T - 1, -1, -1):
             be.tanh_backward(_flat(d_h[t]), _flat(hs[t]), _flat(d_h[t]))
@@ -438,7 +439,7 @@ class RNNLayer(_RecurrentLayer):
                 be.cont_scale(dhc, cont[t], d_h[t - 1], True)
             if self.debug_info:
                 self._debug("Backward", f"blob h_neuron_input_{t + 1} diff", d_h[t])
-        be.gemm(d_h.reshape(T * N, H), self._hc.dev_data.reshape(T * N, H), out=w_hh.dev_diff,
+        be.gemm(be.view(d_h, T * N, H), self._hc.dev_data_as(T * N, H), out=w_hh.dev_diff,
                 trans_a=True, beta=1.0)
         self._input_backward(propagate_down, bottom, d_h, self.blobs[0], self.blobs[1])
         self._debug_params("Backward", "diff")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..backend import get_backend
 from ..blob import Blob
 from ..config.schema import enum_symbol
 from ..errors import DataError, ShapeError
@@ -20,7 +21,7 @@ def _shape_str(shape) -> str:
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
-    return a.reshape(-1)
+    return get_backend().flat(a)
 
 
 def _share_view(top, src, shape=None):
@@ -559,14 +560,14 @@ class TileLayer(Layer):
         self.inner = b.count_range(axis)
 
     def forward(self, bottom, top):
-        self.backend.tile_forward(bottom[0].dev_data.reshape(self.outer, self.inner), self.tiles,
-                                  top[0].dev_data.reshape(self.outer, self.tiles * self.inner))
+        self.backend.tile_forward(bottom[0].dev_data_as(self.outer, self.inner), self.tiles,
+                                  top[0].dev_data_as(self.outer, self.tiles * self.inner))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
             self.backend.tile_backward(
-                top[0].dev_diff.reshape(self.outer, self.tiles * self.inner), self.tiles,
-                bottom[0].dev_diff.reshape(self.outer, self.inner))
+                top[0].dev_diff_as(self.outer, self.tiles * self.inner), self.tiles,
+                bottom[0].dev_diff_as(self.outer, self.inner))
 
 
 _REDUCTION_OPS = {"SUM": 1, "ASUM": 2, "SUMSQ": 3, "MEAN": 4}
@@ -606,14 +607,14 @@ class ReductionLayer(Layer):
         self.coeff = coeff
 
     def forward(self, bottom, top):
-        self.backend.reduce_forward(bottom[0].dev_data.reshape(self.num, self.dim), self.op,
-                                    self.coeff, top[0].dev_data.reshape(self.num))
+        self.backend.reduce_forward(bottom[0].dev_data_as(self.num, self.dim), self.op,
+                                    self.coeff, top[0].dev_data_as(self.num))
 
     def backward(self, top, propagate_down, bottom):
         if propagate_down[0]:
-            self.backend.reduce_backward(bottom[0].dev_data.reshape(self.num, self.dim),
-                                         top[0].dev_diff.reshape(self.num), self.op, self.coeff,
-                                         bottom[0].dev_diff.reshape(self.num, self.dim))
+            self.backend.reduce_backward(bottom[0].dev_data_as(self.num, self.dim),
+                                         top[0].dev_diff_as(self.num), self.op, self.coeff,
+                                         bottom[0].dev_diff_as(self.num, self.dim))
 
 
 @register_layer("ArgMax")
@@ -685,11 +686,11 @@ class ArgMaxLayer(Layer):
 
     def forward(self, bottom, top):
         be = self.backend
-        x = bottom[0].dev_data.reshape(self.outer, self.dim, self.inner)
+        x = bottom[0].dev_data_as(self.outer, self.dim, self.inner)
         arg, val = self._arg.dev_data, self._val.dev_data
         be.argmax_topk(x, self.top_k, arg, val)
         width = self.top_k * self.inner
-        be.argmax_to_top(arg.reshape(self.outer, width), val.reshape(self.outer, width),
+        be.argmax_to_top(be.view(arg, self.outer, width), be.view(val, self.outer, width),
                          self.out_max_val, self.out_max_val and not self.has_axis,
                          _flat(top[0].dev_data))
 
@@ -697,13 +698,13 @@ class ArgMaxLayer(Layer):
         if not propagate_down[0]:
             return
         be = self.backend
-        dx = bottom[0].dev_diff.reshape(self.outer, self.dim, self.inner)
+        dx = bottom[0].dev_diff_as(self.outer, self.dim, self.inner)
         if not self.out_max_val:
             be.blob_set(self.dtype.type(0), _flat(dx))
             return
         ashape = (self.outer, self.top_k, self.inner)
         if self.has_axis:
-            dval = top[0].dev_diff.reshape(ashape)
+            dval = top[0].dev_diff_as(ashape)
         else:  # top (outer, 2, top_k): the value diffs are the second half of each row
             dval = self._val.dev_diff
             be.concat_copy_out(_flat(top[0].dev_diff), self.outer, self.top_k,
@@ -792,8 +793,8 @@ class FilterLayer(Layer):
         idx = self._idx_blob.dev_data
         for b, t in zip(bottom[:-1], top):
             width = b.count_range(1)
-            self.backend.gather_rows(b.dev_data.reshape(b.shape[0], width), idx,
-                                     t.dev_data.reshape(len(self._idx), width))
+            self.backend.gather_rows(b.dev_data_as(b.shape[0], width), idx,
+                                     t.dev_data_as(len(self._idx), width))
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
@@ -801,9 +802,9 @@ class FilterLayer(Layer):
             if not propagate_down[i]:
                 continue
             width = b.count_range(1)
-            be.gather_sum_rows(t.dev_diff.reshape(len(self._idx), width), self._order.dev_data,
+            be.gather_sum_rows(t.dev_diff_as(len(self._idx), width), self._order.dev_data,
                                self._starts.dev_data, False,
-                               b.dev_diff.reshape(b.shape[0], width))
+                               b.dev_diff_as(b.shape[0], width))
         if propagate_down[-1]:
             be.blob_set(self.dtype.type(0), _flat(bottom[-1].dev_diff))
 
@@ -851,16 +852,16 @@ class BatchReindexLayer(Layer):
         order, starts = _inverse_index(idx, n)
         self._order = _index_blob(getattr(self, "_order", None), order)
         self._starts = _index_blob(getattr(self, "_starts", None), starts)
-        self.backend.gather_rows(b0.dev_data.reshape(n, self.width), self._idx_blob.dev_data,
-                                 top[0].dev_data.reshape(len(idx), self.width))
+        self.backend.gather_rows(b0.dev_data_as(n, self.width), self._idx_blob.dev_data,
+                                 top[0].dev_data_as(len(idx), self.width))
 
     def backward(self, top, propagate_down, bottom):
         b0, b1 = bottom
         if propagate_down[0]:
-            self.backend.gather_sum_rows(top[0].dev_diff.reshape(self._idx_blob.count,
+            self.backend.gather_sum_rows(top[0].dev_diff_as(self._idx_blob.count,
                                                                  self.width),
                                          self._order.dev_data, self._starts.dev_data, False,
-                                         b0.dev_diff.reshape(b0.shape[0], self.width))
+                                         b0.dev_diff_as(b0.shape[0], self.width))
         if propagate_down[1]:
             self.backend.blob_set(self.dtype.type(0), _flat(b1.dev_diff))
 

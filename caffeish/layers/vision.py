@@ -232,7 +232,7 @@ class ConvolutionLayer(_ConvGeometry):
     # --- compute -----------------------------------------------------------------------------
     def _views(self, blob_array):
         c = self.channels
-        return blob_array.reshape(self.num, c, *self.in_sp)
+        return self.backend.view(blob_array, self.num, c, *self.in_sp)
 
     def _geom(self):
         return self._geometry(self.out_sp)
@@ -240,8 +240,8 @@ class ConvolutionLayer(_ConvGeometry):
     def _weights(self, arr):
         g = self.group
         if g == 1:
-            return arr.reshape(self.num_output, -1)
-        return arr.reshape(g, self.num_output // g, -1)
+            return self.backend.view(arr, self.num_output, -1)
+        return self.backend.view(arr, g, self.num_output // g, -1)
 
     def forward(self, bottom, top):
         be = self.backend
@@ -514,8 +514,8 @@ class DeconvolutionLayer(ConvolutionLayer):
         p_out = int(np.prod(self.out_sp))
         w = self._dweights(self.blobs[0].dev_data)
         for b, t in zip(bottom, top):
-            x = b.dev_data.reshape(self.num, self.channels, p_in)
-            y = t.dev_data.reshape(self.num, self.num_output, *self.out_sp)
+            x = b.dev_data_as(self.num, self.channels, p_in)
+            y = t.dev_data_as(self.num, self.num_output, *self.out_sp)
             for n0 in range(0, self.num, self.chunk):
                 n1 = min(self.num, n0 + self.chunk)
                 col, xc, colg, xcg = self._bufs((n1 - n0) * p_in)
@@ -524,7 +524,7 @@ class DeconvolutionLayer(ConvolutionLayer):
                 col2im_any(be, col, geom, y[n0:n1])
             if self.bias_term:
                 be.bias_add_ncp(self.blobs[1].dev_data,
-                                t.dev_data.reshape(self.num, self.num_output, p_out))
+                                t.dev_data_as(self.num, self.num_output, p_out))
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
@@ -536,11 +536,11 @@ class DeconvolutionLayer(ConvolutionLayer):
         nobias = self._nobias.dev_data
         for i, (b, t) in enumerate(zip(bottom, top)):
             if self.bias_term:
-                be.channel_sum_ncp(t.dev_diff.reshape(self.num, self.num_output, p_out),
+                be.channel_sum_ncp(t.dev_diff_as(self.num, self.num_output, p_out),
                                    self.blobs[1].dev_diff)
-            x = b.dev_data.reshape(self.num, self.channels, p_in)
-            dy = t.dev_diff.reshape(self.num, self.num_output, *self.out_sp)
-            dx = b.dev_diff.reshape(self.num, self.channels, p_in) if propagate_down[i] else None
+            x = b.dev_data_as(self.num, self.channels, p_in)
+            dy = t.dev_diff_as(self.num, self.num_output, *self.out_sp)
+            dx = b.dev_diff_as(self.num, self.channels, p_in) if propagate_down[i] else None
             for n0 in range(0, self.num, self.chunk):
                 n1 = min(self.num, n0 + self.chunk)
                 col, xc, colg, xcg = self._bufs((n1 - n0) * p_in)
@@ -601,8 +601,8 @@ class Im2colLayer(_ConvGeometry):
     def forward(self, bottom, top):
         be = self.backend
         geom = self._geom()
-        x = bottom[0].dev_data.reshape(self.num, self.channels, *self.in_sp)
-        y = top[0].dev_data.reshape(self.num, self.krows, int(np.prod(self.out_sp)))
+        x = bottom[0].dev_data_as(self.num, self.channels, *self.in_sp)
+        y = top[0].dev_data_as(self.num, self.krows, int(np.prod(self.out_sp)))
         for n in range(self.num):
             im2col_any(be, x[n:n + 1], geom, y[n])
 
@@ -611,8 +611,8 @@ class Im2colLayer(_ConvGeometry):
             return
         be = self.backend
         geom = self._geom()
-        dx = bottom[0].dev_diff.reshape(self.num, self.channels, *self.in_sp)
-        dy = top[0].dev_diff.reshape(self.num, self.krows, int(np.prod(self.out_sp)))
+        dx = bottom[0].dev_diff_as(self.num, self.channels, *self.in_sp)
+        dy = top[0].dev_diff_as(self.num, self.krows, int(np.prod(self.out_sp)))
         for n in range(self.num):
             col2im_any(be, dy[n], geom, dx[n:n + 1])
 
@@ -711,12 +711,12 @@ class SPPLayer(Layer):
         be = self.backend
         n = bottom[0].shape[0]
         total = top[0].shape[1]
-        out_flat = top[0].dev_data.reshape(top[0].count)
+        out_flat = top[0].dev_data_as(top[0].count)
         offset = 0
         for layer, out in self._levels:
             layer.forward(bottom, [out])
             inner = out.count_range(1)
-            be.concat_copy_in(out.dev_data.reshape(out.count), n, inner, total, offset, out_flat)
+            be.concat_copy_in(out.dev_data_as(out.count), n, inner, total, offset, out_flat)
             offset += inner
 
     def backward(self, top, propagate_down, bottom):
@@ -729,7 +729,7 @@ class SPPLayer(Layer):
         b = bottom[0]
         n = b.shape[0]
         total = top[0].shape[1]
-        tdiff = top[0].dev_diff.reshape(top[0].count)
+        tdiff = top[0].dev_diff_as(top[0].count)
         scratch = self._scratch
         scratch.reshape(b.shape)
         scratch.share_data(b)
@@ -737,14 +737,14 @@ class SPPLayer(Layer):
         offset = 0
         for level, (layer, out) in enumerate(self._levels):
             inner = out.count_range(1)
-            be.concat_copy_out(tdiff, n, inner, total, offset, out.dev_diff.reshape(out.count))
+            be.concat_copy_out(tdiff, n, inner, total, offset, out.dev_diff_as(out.count))
             offset += inner
             if level == 0:
                 layer.backward([out], [True], bottom)
             else:
                 layer.backward([out], [True], [scratch])
-                be.eltwise_sum_add(one, scratch.dev_diff.reshape(b.count),
-                                   b.dev_diff.reshape(b.count))
+                be.eltwise_sum_add(one, scratch.dev_diff_as(b.count),
+                                   b.dev_diff_as(b.count))
 
 
 @register_layer("Crop")
@@ -809,14 +809,14 @@ class CropLayer(Layer):
 
     def forward(self, bottom, top):
         self.backend.crop_copy_forward(
-            bottom[0].dev_data.reshape(bottom[0].count), self._x_shape, self._offsets,
-            self._top_shape, top[0].dev_data.reshape(top[0].count))
+            bottom[0].dev_data_as(bottom[0].count), self._x_shape, self._offsets,
+            self._top_shape, top[0].dev_data_as(top[0].count))
 
     def backward(self, top, propagate_down, bottom):
         be = self.backend
         if propagate_down[0]:
-            be.crop_copy_backward(top[0].dev_diff.reshape(top[0].count), self._top_shape,
+            be.crop_copy_backward(top[0].dev_diff_as(top[0].count), self._top_shape,
                                   self._offsets, self._x_shape,
-                                  bottom[0].dev_diff.reshape(bottom[0].count))
+                                  bottom[0].dev_diff_as(bottom[0].count))
         if propagate_down[1]:
-            be.blob_set(self.dtype.type(0), bottom[1].dev_diff.reshape(bottom[1].count))
+            be.blob_set(self.dtype.type(0), bottom[1].dev_diff_as(bottom[1].count))

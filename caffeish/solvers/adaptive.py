@@ -34,8 +34,8 @@ class _AdaptiveSolver(Solver):
         active backend's arrays."""
         p = self.net.learnable_params[i]
         n = len(self.net.learnable_params)
-        diff = p.dev_diff.reshape(p.count)
-        hist = [self.history_blobs[k * n + i].dev_data.reshape(p.count)
+        diff = p.dev_diff_as(p.count)
+        hist = [self.history_blobs[k * n + i].dev_data_as(p.count)
                 for k in range(self.n_history_sets)]
         return diff, hist, diff.dtype.type
 

@@ -2,7 +2,7 @@
 numpy calls, so code written against the backend runs unchanged in both modes."""
 import numpy as np
 
-__all__ = ["to_device", "to_host", "empty", "zeros", "view", "flat", "fill", "synchronize"]
+__all__ = ["to_device", "to_host", "empty", "zeros", "view", "flat", "span", "fill", "synchronize"]
 
 
 def to_device(host):
@@ -24,12 +24,20 @@ def zeros(shape, dtype=np.float32):
     return np.zeros(shape, np.dtype(dtype))
 
 
-def view(arr, shape):
+def view(arr, *shape):
+    """arr.reshape(shape), either spelling (``view(a, 2, 3)``, ``view(a, (2, 3))``)."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
     return arr.reshape(shape)
 
 
 def flat(arr):
     return arr.reshape(-1)
+
+
+def span(arr, start, stop):
+    """arr[start:stop] along the first axis."""
+    return arr[start:stop]
 
 
 def fill(x, value):

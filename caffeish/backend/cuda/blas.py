@@ -8,7 +8,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from .core import SIMULATED, SMALL_LAUNCHES, block_sum, flat, grid1d
+from .core import SIMULATED, SMALL_LAUNCHES, block_sum, flat, grid1d, view
 
 __all__ = ["gemm", "gemv", "axpy", "asum", "dot", "scal", "HAVE_CUPY", "gemm_engine"]
 
@@ -26,6 +26,42 @@ TILE = 4 if SMALL_LAUNCHES else 16
 
 def gemm_engine() -> str:
     return "cuBLAS (CuPy)" if HAVE_CUPY else "tiled numba.cuda GEMM"
+
+
+def _cupy_of(dev, trans=False):  # pragma: no cover - needs a GPU and CuPy
+    """A CuPy array over ``dev``'s memory (no copy; its last two axes swapped when ``trans``),
+    made once per device array and kept on it, as building one costs tens of microseconds per
+    GEMM operand. It does not refer back to ``dev`` (its memory is UnownedMemory without an
+    owner), so ``dev`` owning it makes no reference cycle that would hold device memory until a
+    garbage collection; ``dev`` keeps the memory alive as long as the view is reachable."""
+    d = getattr(dev, "__dict__", None)
+    key = "_caffeish_cupy_t" if trans else "_caffeish_cupy"
+    hit = d.get(key) if d is not None else None
+    if hit is not None:
+        return hit
+    base = d.get("_caffeish_cupy") if d is not None else None
+    if base is None:
+        iface = dev.__cuda_array_interface__
+        if d is None or iface.get("strides") is not None or not dev.size:
+            base = _cp.asarray(dev)     # not cached: it refers to dev
+        else:
+            dtype = np.dtype(iface["typestr"])
+            try:
+                mem = _cp.cuda.UnownedMemory(iface["data"][0], dev.size * dtype.itemsize, None)
+                base = _cp.ndarray(tuple(iface["shape"]), dtype, _cp.cuda.MemoryPointer(mem, 0))
+            except Exception:       # a CuPy that wants an owner: the plain, uncached view
+                return _cp.asarray(dev).swapaxes(-1, -2) if trans else _cp.asarray(dev)
+            d["_caffeish_cupy"] = base
+    hit = base.swapaxes(-1, -2) if trans else base
+    if d is not None and "_caffeish_cupy" in d:
+        d[key] = hit
+    return hit
+
+
+def select_cupy_device(device_id: int):  # pragma: no cover - needs a GPU and CuPy
+    """Make CuPy's current device numba's, so cuBLAS runs where the arrays live (--gpu 1)."""
+    if HAVE_CUPY:
+        _cp.cuda.Device(int(device_id)).use()
 
 
 def _make_gemm_kernel(dtype):
@@ -77,7 +113,7 @@ _KERNELS: dict = {}
 
 
 def _as3(x):
-    return x if x.ndim == 3 else x.reshape((1,) + tuple(x.shape))
+    return x if x.ndim == 3 else view(x, (1,) + tuple(x.shape))
 
 
 def gemm(a, b, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
@@ -97,11 +133,7 @@ def gemm(a, b, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
         out = cuda.device_array(oshape, dtype=a.dtype)
         beta = 0.0
     if HAVE_CUPY:  # pragma: no cover - needs a GPU and CuPy
-        ca, cb, co = _cp.asarray(a), _cp.asarray(b), _cp.asarray(out).reshape(oshape)
-        if trans_a:
-            ca = ca.swapaxes(-1, -2)
-        if trans_b:
-            cb = cb.swapaxes(-1, -2)
+        ca, cb, co = _cupy_of(a, trans_a), _cupy_of(b, trans_b), _cupy_of(view(out, oshape))
         if beta == 0.0 and alpha == 1.0:
             _cp.matmul(ca, cb, out=co)
         else:
@@ -112,7 +144,7 @@ def gemm(a, b, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
                 co *= beta
                 co += alpha * r if alpha != 1.0 else r
         return out
-    o3 = _as3(out.reshape(oshape) if tuple(out.shape) != oshape else out)
+    o3 = _as3(view(out, oshape))
     key = np.dtype(out.dtype)
     if key not in _KERNELS:
         _KERNELS[key] = _make_gemm_kernel(key)

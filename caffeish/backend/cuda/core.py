@@ -15,7 +15,7 @@ from numba import config, cuda
 from ...errors import CaffeishError
 
 __all__ = ["SIMULATED", "SMALL_LAUNCHES", "THREADS", "grid1d", "to_device", "copy_to_device", "to_host", "empty",
-           "zeros", "view", "flat", "fill", "select_device", "current_device", "query_device",
+           "zeros", "view", "flat", "span", "fill", "select_device", "current_device", "query_device",
            "synchronize", "is_device_array"]
 
 SIMULATED = bool(config.ENABLE_CUDASIM)
@@ -143,18 +143,57 @@ def zeros(shape, dtype=np.float32):
     return a
 
 
-def view(dev, shape):
-    """``dev`` (contiguous) seen with ``shape`` (same size); () views as one element."""
-    shape = tuple(shape)
+def shape_arg(shape) -> tuple:
+    """reshape's two spellings, ``f(2, 3)`` and ``f((2, 3))``, as one tuple."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = shape[0]
+    return tuple(int(s) for s in shape)
+
+
+def _views_of(dev):
+    """The views made of ``dev`` so far (kept on the array: a numba device array view costs
+    5-10 us of Python to build, and layers ask for the same views at every iteration)."""
+    d = getattr(dev, "__dict__", None)
+    if d is None:        # an array type without instance attributes (CuPy): no cache
+        return None
+    views = d.get("_caffeish_views")
+    if views is None:
+        views = d["_caffeish_views"] = {}
+    return views
+
+
+def view(dev, *shape):
+    """``dev`` (contiguous) seen with ``shape`` (same size, one -1 allowed; () views as one
+    element); made once per array and shape."""
+    shape = shape_arg(shape)
     if shape == tuple(dev.shape):
         return dev
-    if not shape:
-        shape = (1,)
-    return dev.reshape(shape)
+    views = _views_of(dev)
+    v = views.get(shape) if views is not None else None
+    if v is None:
+        v = dev.reshape(shape if shape else (1,))
+        if views is not None:
+            views[shape] = v
+    return v
 
 
 def flat(dev):
-    return dev if dev.ndim == 1 else dev.reshape(dev.size)
+    return dev if dev.ndim == 1 else view(dev, dev.size)
+
+
+def span(dev, start, stop):
+    """``dev[start:stop]`` along the first axis, made once per array and bounds."""
+    start, stop = int(start), int(stop)
+    if start == 0 and stop >= dev.shape[0]:
+        return dev
+    views = _views_of(dev)
+    key = ("span", start, stop)
+    v = views.get(key) if views is not None else None
+    if v is None:
+        v = dev[start:stop]
+        if views is not None:
+            views[key] = v
+    return v
 
 
 @cuda.jit(device=True)
@@ -228,6 +267,8 @@ def select_device(device_id: int):
         raise CaffeishError(f"GPU {device_id} was asked for, but this machine has {n} CUDA "
                             f"device(s) (ids 0..{n - 1}). Use --gpu 0..{n - 1} or device_id.")
     cuda.select_device(device_id)
+    from .blas import select_cupy_device
+    select_cupy_device(device_id)
     _selected[0] = device_id
 
 

@@ -17,7 +17,7 @@ from numba import cuda
 
 from ..cpu import elementwise as _cpu
 from ..cpu import loss_ops as _cpu_loss
-from .core import SMALL_LAUNCHES, flat, grid1d
+from .core import SIMULATED, SMALL_LAUNCHES, flat, grid1d, span
 
 __all__ = [
     "softmax_forward", "softmax_backward", "softmax_loss_forward", "softmax_loss_backward",
@@ -60,7 +60,7 @@ _scratch: dict = {}
 def _partials(rows, cols=2, dtype=np.float64):
     """A cached (rows, cols) device buffer for per-block partial results (no allocation per call
     once warm; re-made when the CUDA context changes)."""
-    ctx = cuda.current_context()
+    ctx = None if SIMULATED else cuda.current_context()   # the simulator's is new each call
     key = (int(rows), int(cols), np.dtype(dtype).str)
     hit = _scratch.get(key)
     if hit is None or hit[0] is not ctx:
@@ -79,7 +79,7 @@ def _launch_reduction(kernel, n, *args):
     blocks = _red_blocks(n)
     part = _partials(_MAX_RED_BLOCKS)
     kernel[blocks, _RED](*args, part)
-    return part[:blocks].copy_to_host().sum(axis=0)
+    return span(part, 0, blocks).copy_to_host().sum(axis=0)
 
 
 @cuda.jit(device=True)
@@ -298,7 +298,7 @@ def softmax_loss_forward(prob, label, ignore_label, has_ignore):
     part = _partials(_MAX_RED_BLOCKS, 3)
     _softmax_loss_fwd_k[blocks, _RED](flat(prob), flat(label), chans, inner, ncols,
                                       int(ignore_label), bool(has_ignore), part)
-    p = part[:blocks].copy_to_host()
+    p = span(part, 0, blocks).copy_to_host()
     bad = int(p[:, 2].min())
     return float(p[:, 0].sum()), int(round(p[:, 1].sum())), (bad if bad < ncols else -1)
 
@@ -746,5 +746,5 @@ def first_bad_label(label, n_classes, has_ignore, ignore_label):
     part = _partials(_MAX_RED_BLOCKS, 1, np.int64)
     _first_bad_label_k[blocks, _RED](label, int(n_classes), bool(has_ignore), int(ignore_label),
                                      part)
-    k = int(part[:blocks].copy_to_host().min())
+    k = int(span(part, 0, blocks).copy_to_host().min())
     return -1 if k >= n else k
