@@ -240,6 +240,8 @@ class _PrefetchingDataLayer(Layer):
         be.copy_batch(batch.data, top[0].dev_data)
         if len(top) > 1:
             be.copy_batch(batch.label, top[1].dev_data)
+        else:
+            be.release_batch(batch.label)
         self._consumed = batch.state
 
     # --- exact resume ----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Handing data-layer batches to the net (twins of ``backend/cuda/data_ops.py``)."""
 import numpy as np
 
-__all__ = ["stage_batch", "copy_batch"]
+__all__ = ["stage_batch", "copy_batch", "release_batch"]
 
 
 def stage_batch(host: np.ndarray):
@@ -15,3 +15,7 @@ def copy_batch(staged, out):
     if not isinstance(staged, np.ndarray):
         staged = staged.copy_to_host()
     np.copyto(out, staged.reshape(out.shape), casting="unsafe")
+
+
+def release_batch(staged):
+    """Nothing to hand back on the CPU (the GPU twin recycles staged device buffers)."""
