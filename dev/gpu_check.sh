@@ -4,12 +4,15 @@
 #     bash dev/gpu_wheels.sh          # wheels the device image lacks -> .whl/
 # then run there with carry [".whl"] and a timeout of about 540 s:
 #     bash dev/gpu_check.sh
-# Logs go to $OUT (device.txt, cuda_tests.log, bench.log, suite.log). Steps, most important
-# first, each with its own time limit so that a hang costs one step, not the run:
+# Logs go to $OUT (device.txt, cuda_tests.log, bench.log, overhead.log, suite.log).
+# Steps, most important first, each with its own time limit (a hang costs one step, not the
+# run):
 #   1. the GPU tests on the real device (CAFFEISH_TEST_GPU=real, marker cuda)
 #   2. benchmarks/compare_torch.py --gpu 0: LeNet and CIFAR10-quick training, CaffeNet
 #      forward, each against PyTorch on the same GPU (issue 7's target: within 2x)
-#   3. the whole suite, with whatever time is left
+#   3. benchmarks/gpu_overhead.py: the host cost of a launch, a view, a GEMM call, and where
+#      LeNet's iteration spends its host time (what to cut if step 2 misses the target)
+#   4. the whole suite, with whatever time is left
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/caffeish_gpu_out}
@@ -39,6 +42,9 @@ CAFFEISH_TEST_GPU=real timeout 240 python3 -m pytest -q -p no:cacheprovider -m c
 echo "== 2. GPU benchmark against PyTorch"
 timeout 180 python3 benchmarks/compare_torch.py --gpu 0 --nets lenet,cifar10_quick,caffenet \
     --repeats 5 2>&1 | tee "$OUT/bench.log" | tail -20
-echo "== 3. whole suite (GPU present)"
-CAFFEISH_TEST_GPU=real timeout 90 python3 -m pytest -q -p no:cacheprovider -x \
+echo "== 3. host overhead per launch, view and GEMM; LeNet's host time"
+timeout 45 python3 benchmarks/gpu_overhead.py --gpu 0 --iters 50 \
+    2>&1 | tee "$OUT/overhead.log" | tail -40
+echo "== 4. whole suite (GPU present)"
+CAFFEISH_TEST_GPU=real timeout 60 python3 -m pytest -q -p no:cacheprovider -x \
     2>&1 | tee "$OUT/suite.log" | tail -15

@@ -188,7 +188,9 @@ def _fused_rule(rule, g, h1, h2, lr, a, b, c, one):
     return _adam(g, h1, h2, a, b, c, lr, one)
 
 
-def _make_fused_kernel(nbtype):
+def _make_fused_kernel(dtype):
+    nbtype = {np.dtype(np.float32): np.float32, np.dtype(np.float64): np.float64}[np.dtype(dtype)]
+
     @cuda.jit
     def kernel(rule, data, diff, h1, h2, chunks, lr_mult, decay_mult, rate, weight_decay, l1,
                scale, a, b, c, corr):
@@ -239,8 +241,7 @@ def fused_update(rule, data, diff, h1, h2, chunks, lr_mult, decay_mult, rate, we
     key = np.dtype(data.dtype)
     kernel = _FUSED.get(key)
     if kernel is None:
-        kernel = _FUSED[key] = _make_fused_kernel({np.dtype(np.float32): np.float32,
-                                                   np.dtype(np.float64): np.float64}[key])
+        kernel = _FUSED[key] = _make_fused_kernel(key)
     n = int(chunks.shape[0])
     if n == 0:
         return
