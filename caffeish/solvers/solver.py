@@ -125,11 +125,13 @@ class Solver:
                               for k in range(self.n_history_sets)
                               for j, p in enumerate(self.net.learnable_params)]
         self._packed = None
-        self._packing_refused = False
         self.losses = deque(maxlen=max(1, int(param.average_loss)))
         self.smoothed_loss = 0.0
         self.metrics = []
         self.metrics_file = None
+        # Pack now, not at the first step: a pycaffe script that keeps
+        # `w = solver.net.params['conv1'][0].data` must see the updates in w.
+        self.param_buffers()
 
     # --- construction --------------------------------------------------------------------
     def _validate(self):
@@ -290,6 +292,7 @@ class Solver:
 
     # --- every parameter in one pass ---------------------------------------------------------
     fused_rule = None   # the backend's FUSED_RULES name of compute_update_value's rule
+    _packing_refused = False   # set when the parameters cannot share one buffer (dtypes)
 
     def fused_hyper(self, rate):
         """(a, b, c, corr) of ``fused_rule`` (see backend fused_update) at learning rate ``rate``."""

@@ -11,6 +11,7 @@ from caffeish.blob import SyncedSlice
 from caffeish.config.yaml_loader import parse_message
 from caffeish.param_buffers import ParamBuffers
 from caffeish.solvers.sgd import SGDSolver
+from caffeish.solvers.solver import SOLVER_TYPES, solver_type_name
 
 NET = """\
 net_param:
@@ -63,10 +64,12 @@ OPTIONS = {
 
 
 def make(text, fused=True):
-    s = caffeish.get_solver(parse_message(NET + text, "SolverParameter", "solver.yaml"))
-    if not fused:
-        s.fused_rule = None     # the per-parameter path, on blobs of their own
-        s._packing_refused = True
+    param = parse_message(NET + text, "SolverParameter", "solver.yaml")
+    if fused:
+        s = caffeish.get_solver(param)
+    else:   # the per-parameter path, on blobs of their own
+        cls = SOLVER_TYPES[solver_type_name(param)]
+        s = type("Unpacked", (cls,), {"fused_rule": None, "_packing_refused": True})(param)
     rng = np.random.default_rng(0)
     s.net.blobs["x"].data[...] = rng.normal(size=(4, 4))
     s.net.blobs["y"].data[...] = rng.normal(size=(4, 2))
@@ -118,6 +121,18 @@ def test_parameters_are_slices_of_one_buffer_and_shared_views_follow():
     np.testing.assert_array_equal(view.data.reshape(-1), owner.data.reshape(-1))
     lo, hi = pb.offsets[0], pb.offsets[1]
     np.testing.assert_array_equal(pb.data.host()[lo:hi], owner.data.reshape(-1))
+
+
+def test_arrays_held_from_before_training_see_the_updates():
+    """pycaffe scripts keep `w = solver.net.params[...][0].data` and read it after steps."""
+    s = make(RULES["SGD"] + OPTIONS["l2"])
+    w = s.net.params["ip2"][0].data
+    d = s.net.params["ip2"][0].diff
+    first = w.copy()
+    s.step(2)
+    assert not np.array_equal(w, first)
+    np.testing.assert_array_equal(w, s.net.params["ip2"][0].data)
+    np.testing.assert_array_equal(d, s.net.params["ip2"][0].diff)
 
 
 def test_writes_into_a_parameter_between_steps_are_used():
