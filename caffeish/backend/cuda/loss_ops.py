@@ -108,26 +108,14 @@ def _block_sum1(a, tid):
 
 
 @cuda.jit(device=True)
-def _block_max(a, tid):
-    """Tree-max of the shared array a (length _RED) into a[0]; ends synchronised."""
+def _block_extreme(a, tid, smallest):
+    """Tree-max (tree-min when ``smallest``) of the shared array a (length _RED) into a[0];
+    ends synchronised."""
     cuda.syncthreads()
     s = _RED // 2
     while s > 0:
         if tid < s:
-            if a[tid + s] > a[tid]:
-                a[tid] = a[tid + s]
-        cuda.syncthreads()
-        s //= 2
-
-
-@cuda.jit(device=True)
-def _block_min(a, tid):
-    """Tree-min of the shared array a (length _RED) into a[0]; ends synchronised."""
-    cuda.syncthreads()
-    s = _RED // 2
-    while s > 0:
-        if tid < s:
-            if a[tid + s] < a[tid]:
+            if (a[tid + s] < a[tid]) if smallest else (a[tid + s] > a[tid]):
                 a[tid] = a[tid + s]
         cuda.syncthreads()
         s //= 2
@@ -173,7 +161,7 @@ def _softmax_fwd_blk_k(x, out, outer, chans, inner):
             if v > m:
                 m = v
         buf[tid] = m
-        _block_max(buf, tid)
+        _block_extreme(buf, tid, False)
         m = buf[0]
         cuda.syncthreads()
         s = 0.0
@@ -281,7 +269,7 @@ def _softmax_loss_fwd_k(prob, label, chans, inner, ncols, ignore_label, has_igno
         partial[cuda.blockIdx.x, 0] = bl[0]
         partial[cuda.blockIdx.x, 1] = bc[0]
     bl[tid] = bad
-    _block_min(bl, tid)
+    _block_extreme(bl, tid, True)
     if tid == 0:
         partial[cuda.blockIdx.x, 2] = bl[0]
 
