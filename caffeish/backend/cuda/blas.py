@@ -140,8 +140,9 @@ def gemm(a, b, out=None, trans_a=False, trans_b=False, alpha=1.0, beta=0.0):
             r = _cp.matmul(ca, cb)
             if beta == 0.0:
                 _cp.multiply(r, alpha, out=co)
-            else:
-                co *= beta
+            else:   # accumulating (beta 1: gradients) skips a scaling launch
+                if beta != 1.0:
+                    co *= beta
                 co += alpha * r if alpha != 1.0 else r
         return out
     o3 = _as3(view(out, oshape))
