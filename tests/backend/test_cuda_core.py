@@ -21,9 +21,10 @@ def gpu():
     backend.set_mode_cpu()
 
 
+@pytest.mark.parametrize("alpha,beta", [(1.5, 0.5), (1.0, 1.0), (2.0, 1.0)])
 @pytest.mark.parametrize("ta,tb", [(False, False), (True, False), (False, True), (True, True)])
 @pytest.mark.parametrize("batched", [False, True])
-def test_gemm_matches_numpy(gpu, ta, tb, batched):
+def test_gemm_matches_numpy(gpu, ta, tb, batched, alpha, beta):
     rng = np.random.default_rng(0)
     lead = (2,) if batched else ()
     a = rng.standard_normal(lead + (5, 7)).astype(np.float32)   # op(a): 5x7
@@ -33,8 +34,9 @@ def test_gemm_matches_numpy(gpu, ta, tb, batched):
     B = np.ascontiguousarray(np.swapaxes(b, -1, -2)) if tb else b
     out = gpu.to_device(c0)
     gpu.gemm(gpu.to_device(A), gpu.to_device(B), out=out, trans_a=ta, trans_b=tb,
-             alpha=1.5, beta=0.5)
-    np.testing.assert_allclose(out.copy_to_host(), 1.5 * (a @ b) + 0.5 * c0, rtol=1e-5, atol=1e-5)
+             alpha=alpha, beta=beta)
+    np.testing.assert_allclose(out.copy_to_host(), alpha * (a @ b) + beta * c0, rtol=1e-5,
+                               atol=1e-5)
     fresh = gpu.gemm(gpu.to_device(A), gpu.to_device(B), trans_a=ta, trans_b=tb)
     np.testing.assert_allclose(fresh.copy_to_host(), a @ b, rtol=1e-5, atol=1e-5)
 
