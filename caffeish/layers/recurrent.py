@@ -306,13 +306,14 @@ class LSTMLayer(_RecurrentLayer):
     def forward(self, bottom, top):
         be = self.backend
         T = self.T
-        gates, cs, hc = self._gates.dev_data, self._c.dev_data, self._hc.dev_data
         w_hc = self.blobs[-1].dev_data
-        self._input_transform(bottom, gates, self.blobs[0], self.blobs[1])
+        self._input_transform(bottom, self._gates.dev_data, self.blobs[0], self.blobs[1])
+        # per-step views, kept (be.steps): T of them per array and pass otherwise
+        gates, cs, hc = (be.steps(b.dev_data) for b in (self._gates, self._c, self._hc))
         h0, c0 = self._initial_states(bottom)
         be.blob_copy(_flat(c0), _flat(cs[0]))
-        cont = bottom[1].dev_data
-        h = top[0].dev_data
+        cont = be.steps(bottom[1].dev_data)
+        h = be.steps(top[0].dev_data)
         h_prev = h0
         for t in range(T):
             be.cont_scale(h_prev, cont[t], hc[t], False)
@@ -331,10 +332,11 @@ class LSTMLayer(_RecurrentLayer):
         T, N, H = self.T, self.N, self.num_output
         w_hc = self.blobs[-1]
         w_hc_data = w_hc.dev_data
-        cont = bottom[1].dev_data
-        gates, d_gates = self._gates.dev_data, self._gates.dev_diff
-        cs, d_h, dhc = self._c.dev_data, self._d_h.dev_data, self._dhc.dev_data
-        be.blob_copy(_flat(top[0].dev_diff), _flat(d_h))
+        cont = be.steps(bottom[1].dev_data)
+        gates, d_gates = be.steps(self._gates.dev_data), be.steps(self._gates.dev_diff)
+        cs, d_h, dhc = be.steps(self._c.dev_data), be.steps(self._d_h.dev_data), \
+            self._dhc.dev_data
+        be.blob_copy(_flat(top[0].dev_diff), _flat(self._d_h.dev_data))
         dc, dc_prev = self._dc.dev_data, self._dc_prev.dev_data
         be.fill(dc, 0)
         for t in range(T - 1, -1, -1):
@@ -346,9 +348,10 @@ class LSTMLayer(_RecurrentLayer):
                 be.cont_scale(dhc, cont[t], d_h[t - 1], True)
             if self.debug_info:
                 self._debug("Backward", f"blob gate_input_{t + 1} diff", d_gates[t])
-        be.gemm(d_gates.reshape(T * N, 4 * H), self._hc.dev_data_as(T * N, H),
+        be.gemm(self._gates.dev_diff_as(T * N, 4 * H), self._hc.dev_data_as(T * N, H),
                 out=w_hc.dev_diff, trans_a=True, beta=1.0)
-        self._input_backward(propagate_down, bottom, d_gates, self.blobs[0], self.blobs[1])
+        self._input_backward(propagate_down, bottom, self._gates.dev_diff, self.blobs[0],
+                             self.blobs[1])
         self._debug_params("Backward", "diff")
 
 
@@ -399,11 +402,12 @@ class RNNLayer(_RecurrentLayer):
         be = self.backend
         T, N, H = self.T, self.N, self.num_output
         w_hh, w_ho, b_o = self.blobs[-3], self.blobs[-2], self.blobs[-1]
-        hs, hc = self._h.dev_data, self._hc.dev_data
+        hs_all = self._h.dev_data
+        hs, hc = be.steps(hs_all), be.steps(self._hc.dev_data)
         w_hh_data = w_hh.dev_data
-        self._input_transform(bottom, hs, self.blobs[0], self.blobs[1])
+        self._input_transform(bottom, hs_all, self.blobs[0], self.blobs[1])
         (h_prev,) = self._initial_states(bottom)
-        cont = bottom[1].dev_data
+        cont = be.steps(bottom[1].dev_data)
         for t in range(T):
             be.cont_scale(h_prev, cont[t], hc[t], False)
             be.gemm(hc[t], w_hh_data, out=hs[t], trans_b=True, beta=1.0)
@@ -412,7 +416,7 @@ class RNNLayer(_RecurrentLayer):
             if self.debug_info:
                 self._debug("Forward", f"blob h_{t + 1} data", hs[t])
         o2 = top[0].dev_data_as(T * N, H)
-        be.gemm(be.view(hs, T * N, H), w_ho.dev_data, out=o2, trans_b=True)
+        be.gemm(be.view(hs_all, T * N, H), w_ho.dev_data, out=o2, trans_b=True)
         be.gemm(self._ones_tn.dev_data, b_o.dev_data_as(1, H), out=o2, beta=1.0)
         be.tanh_forward(_flat(o2), _flat(o2))
         self._debug("Forward", "blob o data", o2)
@@ -423,15 +427,16 @@ class RNNLayer(_RecurrentLayer):
         be = self.backend
         T, N, H = self.T, self.N, self.num_output
         w_hh, w_ho, b_o = self.blobs[-3], self.blobs[-2], self.blobs[-1]
-        hs, d_h, dhc = self._h.dev_data, self._h.dev_diff, self._dhc.dev_data
+        hs_all, d_h_all, dhc = self._h.dev_data, self._h.dev_diff, self._dhc.dev_data
+        hs, d_h = be.steps(hs_all), be.steps(d_h_all)
         w_hh_data = w_hh.dev_data
         d_o = self._d_o.dev_data_as(T * N, H)
         be.tanh_backward(_flat(top[0].dev_diff), _flat(top[0].dev_data), _flat(d_o))
-        be.gemm(d_o, be.view(hs, T * N, H), out=w_ho.dev_diff, trans_a=True, beta=1.0)
+        be.gemm(d_o, be.view(hs_all, T * N, H), out=w_ho.dev_diff, trans_a=True, beta=1.0)
         be.gemm(self._ones_tn.dev_data, d_o, out=b_o.dev_diff_as(1, H), trans_a=True,
                 beta=1.0)
-        be.gemm(d_o, w_ho.dev_data, out=be.view(d_h, T * N, H))
-        cont = bottom[1].dev_data
+        be.gemm(d_o, w_ho.dev_data, out=be.view(d_h_all, T * N, H))
+        cont = be.steps(bottom[1].dev_data)
         for t in range(T - 1, -1, -1):
             be.tanh_backward(_flat(d_h[t]), _flat(hs[t]), _flat(d_h[t]))
             if t > 0:
@@ -439,9 +444,9 @@ class RNNLayer(_RecurrentLayer):
                 be.cont_scale(dhc, cont[t], d_h[t - 1], True)
             if self.debug_info:
                 self._debug("Backward", f"blob h_neuron_input_{t + 1} diff", d_h[t])
-        be.gemm(be.view(d_h, T * N, H), self._hc.dev_data_as(T * N, H), out=w_hh.dev_diff,
+        be.gemm(be.view(d_h_all, T * N, H), self._hc.dev_data_as(T * N, H), out=w_hh.dev_diff,
                 trans_a=True, beta=1.0)
-        self._input_backward(propagate_down, bottom, d_h, self.blobs[0], self.blobs[1])
+        self._input_backward(propagate_down, bottom, d_h_all, self.blobs[0], self.blobs[1])
         self._debug_params("Backward", "diff")
 
 

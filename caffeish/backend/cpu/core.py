@@ -2,7 +2,7 @@
 numpy calls, so code written against the backend runs unchanged in both modes."""
 import numpy as np
 
-__all__ = ["to_device", "to_host", "empty", "zeros", "view", "flat", "span", "fill", "synchronize"]
+__all__ = ["to_device", "to_host", "empty", "zeros", "view", "flat", "span", "steps", "fill", "synchronize"]
 
 
 def to_device(host):
@@ -33,6 +33,11 @@ def view(arr, *shape):
 
 def flat(arr):
     return arr.reshape(-1)
+
+
+def steps(arr):
+    """[arr[0], arr[1], ...]: the views along the first axis (a recurrent layer's time steps)."""
+    return list(arr)
 
 
 def span(arr, start, stop):

@@ -15,7 +15,7 @@ from numba import config, cuda
 from ...errors import CaffeishError
 
 __all__ = ["SIMULATED", "SMALL_LAUNCHES", "THREADS", "grid1d", "to_device", "copy_to_device", "to_host", "empty",
-           "zeros", "view", "flat", "span", "fill", "select_device", "current_device", "query_device",
+           "zeros", "view", "flat", "span", "steps", "fill", "select_device", "current_device", "query_device",
            "synchronize", "is_device_array"]
 
 SIMULATED = bool(config.ENABLE_CUDASIM)
@@ -179,6 +179,18 @@ def view(dev, *shape):
 
 def flat(dev):
     return dev if dev.ndim == 1 else view(dev, dev.size)
+
+
+def steps(dev):
+    """[dev[0], dev[1], ...]: the views along the first axis (a recurrent layer's time steps),
+    made once per array."""
+    views = _views_of(dev)
+    v = views.get("steps") if views is not None else None
+    if v is None:
+        v = [dev[t] for t in range(dev.shape[0])]
+        if views is not None:
+            views["steps"] = v
+    return v
 
 
 def span(dev, start, stop):
