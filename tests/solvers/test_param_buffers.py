@@ -226,3 +226,47 @@ def test_fused_update_on_the_gpu_equals_the_cpu(rule, monkeypatch):
                                            err_msg=f"{rule} l1={l1}")
         finally:
             backend.set_mode_cpu()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_sessions_match_an_unpacked_solver(seed, tmp_path):
+    """Random interleavings of what scripts do between steps (writes into weights, diffs and
+    history, a blob given new storage, snapshot and restore into a new solver) leave the packed
+    solver bit for bit where an unpacked one is."""
+    rng = np.random.default_rng(seed)
+    rule = list(RULES)[seed % len(RULES)]
+    text = RULES[rule] + list(OPTIONS.values())[seed % len(OPTIONS)] + \
+        f"snapshot_prefix: {tmp_path}/s{seed}\n"
+    fused, plain = make(text), make(text, fused=False)
+    for _ in range(8):
+        action = rng.integers(5)
+        k = int(rng.integers(len(fused.net.learnable_params)))
+        if action == 0:
+            n = int(rng.integers(1, 3))
+            fused.step(n)
+            plain.step(n)
+        elif action == 1:
+            v = float(rng.normal())
+            for s in (fused, plain):
+                s.net.learnable_params[k].data[...] += v
+        elif action == 2:
+            j = int(rng.integers(len(fused.history_blobs)))
+            for s in (fused, plain):
+                s.history_blobs[j].data[...] *= 0.5
+        elif action == 3:
+            for s in (fused, plain):
+                p = s.net.learnable_params[k]
+                p.set_data_array(p.data.copy())
+        else:
+            _, state = fused.snapshot()
+            resumed = make(text)
+            resumed.restore(state)
+            assert_same(state_of(resumed, diffs=False), state_of(fused, diffs=False))
+            fused = resumed
+        assert_same(state_of(fused, diffs=action == 0), state_of(plain, diffs=action == 0))
+
+
+def state_of(s, diffs=True):
+    return ([p.data.copy() for p in s.net.learnable_params]
+            + ([p.diff.copy() for p in s.net.learnable_params] if diffs else [])
+            + [h.data.copy() for h in s.history_blobs])
