@@ -147,3 +147,26 @@ def test_solver_ops_match_cpu():
         assert cuda.sumsq(cuda.to_device(g)) == pytest.approx(cpu.sumsq(g), rel=1e-5)
     finally:
         backend.set_mode_cpu()
+
+
+@pytest.mark.parametrize("variant", ["sgd-momentum-l2", "adadelta"])
+def test_one_solver_switching_between_gpu_and_cpu_matches_the_cpu(variant):
+    """set_mode_cpu / set_mode_gpu between steps of one solver: the packed parameters and
+    history follow to wherever the next step runs, and the run ends where a CPU run does."""
+    text = NET + VARIANTS[variant]
+    w_cpu, h_cpu, _ = train(text, "cpu", iters=6)
+    backend.set_mode_gpu()
+    try:
+        s = make_solver(text)
+        s.step(2)
+        backend.set_mode_cpu()
+        s.step(2)
+        backend.set_mode_gpu()
+        s.step(2)
+        assert all(h.data_on_device for h in s.history_blobs)
+    finally:
+        backend.set_mode_cpu()
+    for j, (p, c) in enumerate(zip(s.net.learnable_params, w_cpu)):
+        np.testing.assert_allclose(p.data, c, rtol=1e-4, atol=1e-6, err_msg=f"param {j}")
+    for j, (h, c) in enumerate(zip(s.history, h_cpu)):
+        np.testing.assert_allclose(h, c, rtol=1e-4, atol=1e-6, err_msg=f"history {j}")
