@@ -25,7 +25,7 @@ _HOST, _DEV, _BOTH = 0, 1, 2
 class SyncedArray:
     """One flat buffer with a host copy and (in GPU mode) a device copy, synced lazily."""
 
-    __slots__ = ("count", "dtype", "_host", "_dev", "_head", "_views")
+    __slots__ = ("count", "dtype", "_host", "_dev", "_head")
 
     def __init__(self, count: int, dtype, host: np.ndarray | None = None):
         self.count = int(count)
@@ -33,7 +33,6 @@ class SyncedArray:
         self._host = host if host is not None else None
         self._dev = None
         self._head = _HOST
-        self._views = {}
 
     def host(self) -> np.ndarray:
         """The host copy, newest values, marked as the copy that may be written."""
@@ -68,20 +67,14 @@ class SyncedArray:
         return self._dev
 
     def device_view(self, be, shape):
-        """``device(be)`` seen with ``shape``; the view objects are kept, since building a device
-        array view costs tens of microseconds and layers ask for them at every call."""
-        dev = self.device(be)
-        v = self._views.get(shape)
-        if v is None:
-            v = self._views[shape] = be.view(dev, shape)
-        return v
+        """``device(be)`` seen with ``shape`` (the backend's view, kept on the device array)."""
+        return be.view(self.device(be), shape)
 
     def drop_device(self):
         """Bring the values home and forget the device copy (used when leaving GPU mode)."""
         if self._dev is not None:
             self.host()
             self._dev = None
-            self._views = {}
 
     @property
     def on_device(self) -> bool:
@@ -96,7 +89,7 @@ class SyncedSlice:
     (its next device read copies all of it). The solver packs the learnable parameters this way
     (``caffeish.param_buffers``) so that one kernel can update all of them."""
 
-    __slots__ = ("parent", "offset", "count", "dtype", "_hview", "_dev_of", "_dview", "_views")
+    __slots__ = ("parent", "offset", "count", "dtype", "_hview")
 
     def __init__(self, parent: SyncedArray, offset: int, count: int):
         self.parent = parent
@@ -104,9 +97,6 @@ class SyncedSlice:
         self.count = int(count)
         self.dtype = parent.dtype
         self._hview = None      # the host slice (the parent's host array never changes)
-        self._dev_of = None     # the parent device array the cached device views belong to
-        self._dview = None
-        self._views = {}
 
     def _host_slice(self, host):
         if self._hview is None or self._hview.base is not host:
@@ -119,28 +109,15 @@ class SyncedSlice:
     def host_readonly(self) -> np.ndarray:
         return self._host_slice(self.parent.host_readonly())
 
-    def _device_slice(self, be):
-        dev = self.parent.device(be)
-        if dev is not self._dev_of:
-            self._dev_of = dev
-            self._dview = dev[self.offset:self.offset + self.count]
-            self._views = {}
-        return self._dview
-
     def device(self, be):
-        return self._device_slice(be)
+        """The device slice (the backend's span, kept on the parent's device array)."""
+        return be.span(self.parent.device(be), self.offset, self.offset + self.count)
 
     def device_view(self, be, shape):
-        dev = self._device_slice(be)
-        v = self._views.get(shape)
-        if v is None:
-            v = self._views[shape] = be.view(dev, shape)
-        return v
+        return be.view(self.device(be), shape)
 
     def drop_device(self):
         self.parent.drop_device()
-        self._dev_of = self._dview = None
-        self._views = {}
 
     @property
     def on_device(self) -> bool:
