@@ -124,6 +124,15 @@ class SyncedSlice:
         return self.parent.on_device
 
 
+def zero_storage(mem, be):
+    """mem (SyncedArray or SyncedSlice) = 0 where its newest copy lives: on the host unless the
+    device copy is the newest (no round trip to the device)."""
+    if be.name == "cpu" or not mem.on_device:
+        mem.host().fill(0)
+    else:
+        be.fill(mem.device(be), 0.0)
+
+
 class Blob:
     """data + diff of one shape and dtype (float32 by default), C-contiguous.
 
@@ -281,13 +290,10 @@ class Blob:
 
     @staticmethod
     def _as(mem, shape):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = shape[0]
-        shape = tuple(int(s) for s in shape)
         be = get_backend()
         if be.name == "cpu":
-            return mem.host().reshape(shape)
-        return mem.device_view(be, shape)
+            return mem.host().reshape(*shape)
+        return be.view(mem.device(be), *shape)
 
     @property
     def data_on_device(self) -> bool:
@@ -344,13 +350,8 @@ class Blob:
         return self._dmem
 
     def zero_diff(self):
-        if self._gmem is None:
-            return
-        be = get_backend()
-        if be.name == "cpu" or not self._gmem.on_device:
-            self._gmem.host().fill(0)
-        else:
-            be.fill(self._gmem.device(be), 0.0)
+        if self._gmem is not None:
+            zero_storage(self._gmem, get_backend())
 
     def asum_data(self) -> float:
         be = get_backend()

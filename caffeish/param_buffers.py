@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .blob import SyncedArray, SyncedSlice
+from .blob import SyncedArray, SyncedSlice, zero_storage
 
 __all__ = ["ParamBuffers"]
 
@@ -113,7 +113,4 @@ class ParamBuffers:
 
     def clear_diffs(self, be):
         """Every gradient = 0, where the newest copy lives (no round trip to the device)."""
-        if be.name == "cpu" or not self.diff.on_device:
-            self.diff.host().fill(0)
-        else:
-            be.fill(self.diff.device(be), 0.0)
+        zero_storage(self.diff, be)

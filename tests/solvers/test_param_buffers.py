@@ -76,9 +76,9 @@ def make(text, fused=True):
     return s
 
 
-def state(s):
+def state(s, diffs=True):
     return ([p.data.copy() for p in s.net.learnable_params]
-            + [p.diff.copy() for p in s.net.learnable_params]
+            + ([p.diff.copy() for p in s.net.learnable_params] if diffs else [])
             + [h.data.copy() for h in s.history_blobs])
 
 
@@ -258,15 +258,9 @@ def test_random_sessions_match_an_unpacked_solver(seed, tmp_path):
                 p = s.net.learnable_params[k]
                 p.set_data_array(p.data.copy())
         else:
-            _, state = fused.snapshot()
+            _, state_path = fused.snapshot()
             resumed = make(text)
-            resumed.restore(state)
-            assert_same(state_of(resumed, diffs=False), state_of(fused, diffs=False))
+            resumed.restore(state_path)
+            assert_same(state(resumed, diffs=False), state(fused, diffs=False))
             fused = resumed
-        assert_same(state_of(fused, diffs=action == 0), state_of(plain, diffs=action == 0))
-
-
-def state_of(s, diffs=True):
-    return ([p.data.copy() for p in s.net.learnable_params]
-            + ([p.diff.copy() for p in s.net.learnable_params] if diffs else [])
-            + [h.data.copy() for h in s.history_blobs])
+        assert_same(state(fused, diffs=action == 0), state(plain, diffs=action == 0))

@@ -26,9 +26,7 @@ def zeros(shape, dtype=np.float32):
 
 def view(arr, *shape):
     """arr.reshape(shape), either spelling (``view(a, 2, 3)``, ``view(a, (2, 3))``)."""
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = shape[0]
-    return arr.reshape(shape)
+    return arr.reshape(*shape)
 
 
 def flat(arr):

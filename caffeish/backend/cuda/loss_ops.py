@@ -73,13 +73,18 @@ def _red_blocks(n):
     return max(1, min(grid1d(n)[0], _MAX_RED_BLOCKS))
 
 
-def _launch_reduction(kernel, n, *args):
-    """Run ``kernel[blocks, _RED](*args, partial)`` over n items; returns the column sums of the
-    per-block partials (float64 numpy array of 2)."""
+def _launch_partials(kernel, n, *args, cols=2, dtype=np.float64):
+    """Run ``kernel[blocks, _RED](*args, partial)`` over n items; returns the per-block partials
+    (a (blocks, cols) numpy array) in one copy to the host."""
     blocks = _red_blocks(n)
-    part = _partials(_MAX_RED_BLOCKS)
+    part = _partials(_MAX_RED_BLOCKS, cols, dtype)
     kernel[blocks, _RED](*args, part)
-    return span(part, 0, blocks).copy_to_host().sum(axis=0)
+    return span(part, 0, blocks).copy_to_host()
+
+
+def _launch_reduction(kernel, n, *args):
+    """``_launch_partials`` summed per column (float64 numpy array of 2)."""
+    return _launch_partials(kernel, n, *args).sum(axis=0)
 
 
 @cuda.jit(device=True)
@@ -282,11 +287,8 @@ def softmax_loss_forward(prob, label, ignore_label, has_ignore):
     ncols = outer * inner
     if ncols == 0:
         return 0.0, 0, -1
-    blocks = _red_blocks(ncols)
-    part = _partials(_MAX_RED_BLOCKS, 3)
-    _softmax_loss_fwd_k[blocks, _RED](flat(prob), flat(label), chans, inner, ncols,
-                                      int(ignore_label), bool(has_ignore), part)
-    p = span(part, 0, blocks).copy_to_host()
+    p = _launch_partials(_softmax_loss_fwd_k, ncols, flat(prob), flat(label), chans, inner,
+                         ncols, int(ignore_label), bool(has_ignore), cols=3)
     bad = int(p[:, 2].min())
     return float(p[:, 0].sum()), int(round(p[:, 1].sum())), (bad if bad < ncols else -1)
 
@@ -730,9 +732,6 @@ def first_bad_label(label, n_classes, has_ignore, ignore_label):
     n = label.size
     if n == 0:
         return -1
-    blocks = _red_blocks(n)
-    part = _partials(_MAX_RED_BLOCKS, 1, np.int64)
-    _first_bad_label_k[blocks, _RED](label, int(n_classes), bool(has_ignore), int(ignore_label),
-                                     part)
-    k = int(span(part, 0, blocks).copy_to_host().min())
+    k = int(_launch_partials(_first_bad_label_k, n, label, int(n_classes), bool(has_ignore),
+                             int(ignore_label), cols=1, dtype=np.int64).min())
     return -1 if k >= n else k
