@@ -76,13 +76,19 @@ def _describe(arg):
 
 
 def pytest_sessionstart(session):
+    # every simulated kernel launch is checked for data races (tests/cudasim_racecheck.py);
+    # CAFFEISH_CUDASIM_RACECHECK=0 turns that off (the GPU tests then take about 2/3 the time)
+    if (os.environ.get("CAFFEISH_CUDASIM_RACECHECK", "1") != "0"
+            and os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"):
+        from tests import cudasim_racecheck
+        cudasim_racecheck.enable()
     if not _RECORD or os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
         return
     from numba.cuda.simulator import kernel as simk
     call = simk.FakeCUDAKernel.__call__
 
     def recording_call(self, *args):
-        if not self._device:
+        if not self._device and self.fn.__module__.startswith("caffeish."):
             fn = self.fn
             desc = [_describe(a) for a in args]
             key = json.dumps([fn.__module__, fn.__qualname__, desc])

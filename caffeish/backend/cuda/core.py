@@ -42,12 +42,13 @@ if SIMULATED:
         original = kernelapi.FakeCUDAShared.array
         lock = threading.Lock()
 
-        def array(self, shape, dtype):
+        def array(self, shape, dtype, _frame_depth=1):
+            """(_frame_depth: how far up the kernel's frame is, for wrappers of this.)"""
             if shape == 0:  # dynamic shared memory: one buffer, no race
                 return original(self, shape, dtype)
             if isinstance(dtype, _types.Type):
                 dtype = numpy_support.as_dtype(dtype)
-            frame = sys._getframe(1)
+            frame = sys._getframe(_frame_depth)
             key = (frame.f_code.co_filename, frame.f_lineno)
             with lock:
                 arr = self._allocations.get(key)
