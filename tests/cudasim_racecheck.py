@@ -54,7 +54,7 @@ class _Launch:
         except (TypeError, ValueError):
             params = []
         for i, a in enumerate(args):
-            ary = _ndarray_of(a)
+            ary = getattr(a, "_ary", None)     # a simulated device array's host storage
             if ary is not None and ary.size:
                 lo, hi = _extent(ary)
                 name = params[i] if i < len(params) else f"#{i}"
@@ -120,13 +120,6 @@ def _first_conflict(writes, entries, shared):
     return None
 
 
-def _ndarray_of(a):
-    item = a.__dict__.get("_item") if hasattr(a, "__dict__") else None
-    if item is not None:
-        return item._ary
-    return getattr(a, "_ary", None)
-
-
 def _extent(ary):
     base = ary.__array_interface__["data"][0]
     lo = hi = base
@@ -180,22 +173,12 @@ def _record(ary, idx, kind):
         block = getattr(t, "blockIdx", None)
         if block is None:
             return                            # host code touching a device array
-        if not hasattr(t, "_racecheck_epoch"):
-            t._racecheck_epoch = 0           # barriers passed so far
         who = t._racecheck_who = ((block.x, block.y, block.z),
                                   (t.threadIdx.x, t.threadIdx.y, t.threadIdx.z))
     entry = (who[0], who[1], t._racecheck_epoch,
              "A" if getattr(_state, "atomic", False) else kind)
     acc = launch.acc
-    if type(idx) is int:                      # the common case: a flat index
-        layout = launch.layouts.get(id(ary))
-        if layout is not None and len(layout[1]) == 1:
-            addrs = (layout[0] + (idx + layout[1][0] if idx < 0 else idx) * layout[2][0],)
-        else:
-            addrs = _addresses(launch, ary, idx)
-    else:
-        addrs = _addresses(launch, ary, idx)
-    for a in addrs:
+    for a in _addresses(launch, ary, idx):
         s = acc.get(a)
         if s is None:
             s = acc.setdefault(a, set())
@@ -230,10 +213,11 @@ def install():
     wrapper.__getitem__, wrapper.__setitem__ = __getitem__, __setitem__
 
     sync = kernel.BlockThread.syncthreads
+    kernel.BlockThread._racecheck_epoch = 0      # barriers a simulated thread has passed
 
     def syncthreads(self):
         sync(self)
-        self._racecheck_epoch = getattr(self, "_racecheck_epoch", 0) + 1
+        self._racecheck_epoch += 1
 
     kernel.BlockThread.syncthreads = syncthreads
 
@@ -290,7 +274,7 @@ def install():
                 what = launch.describe(addr)
                 lines.append(f"  {what}: {_kind(w)} by block {w[0]} thread {w[1]} and "
                              f"{_kind(o)} by block {o[0]} thread {o[1]}"
-                             + ("" if o[0] != w[0] else f" with no syncthreads() between"))
+                             + ("" if o[0] != w[0] else " with no syncthreads() between"))
             raise RaceError(f"data race in kernel {self.fn.__qualname__} "
                             f"(grid {self.grid_dim}, block {self.block_dim}):\n"
                             + "\n".join(lines))
